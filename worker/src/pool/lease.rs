@@ -1,0 +1,82 @@
+//! A worker on loan to one request. Whatever happens to the request, dropping
+//! the lease stops the worker: a used or abandoned worker never goes back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Inner;
+use crate::job::{Captured, Job, JobFailure, JobReport};
+use crate::sandbox::{Sandbox, Worker};
+
+/// How long collecting the output of a stopped jail may take before we give
+/// up on it; a stopped jail closes its pipes within milliseconds.
+const OUTPUT_GRACE: Duration = Duration::from_secs(5);
+
+pub struct Lease<S: Sandbox> {
+    /// Always `Some` until the lease is consumed or dropped.
+    worker: Option<S::Worker>,
+    pool: Arc<Inner<S>>,
+}
+
+impl<S: Sandbox> Lease<S> {
+    pub(super) fn new(worker: S::Worker, pool: Arc<Inner<S>>) -> Self {
+        pool.busy.fetch_add(1, Ordering::Relaxed);
+        Lease {
+            worker: Some(worker),
+            pool,
+        }
+    }
+
+    /// Takes the worker back out unused (no request wanted it after all).
+    pub(super) fn into_worker(mut self) -> S::Worker {
+        self.pool.busy.fetch_sub(1, Ordering::Relaxed);
+        self.worker.take().expect("a lease holds its worker until consumed")
+    }
+
+    pub fn worker_id(&self) -> u64 {
+        self.worker.as_ref().map_or(0, |w| w.id())
+    }
+
+    /// Runs the job under the pool's deadline, stops the worker and returns the
+    /// result with the captured output. The worker is reaped in the background.
+    ///
+    /// Cancel safety: safe to drop (a client that disconnects): the worker is
+    /// stopped and reaped all the same.
+    pub async fn run(mut self, job: &Job) -> JobReport {
+        let deadline = self.pool.config.job_timeout;
+        let worker = self.worker.as_mut().expect("a lease holds its worker until consumed");
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(deadline, worker.run(job)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(JobFailure::Timeout),
+        };
+        let run_time = started.elapsed();
+        worker.stop();
+        let (stdout, stderr) = tokio::time::timeout(OUTPUT_GRACE, worker.output())
+            .await
+            .unwrap_or_else(|_| {
+                tracing::warn!(worker = worker.id(), "a stopped worker kept its output open");
+                (Captured::default(), Captured::default())
+            });
+        let report = JobReport {
+            outcome,
+            stdout,
+            stderr,
+            run_time,
+            worker_id: worker.id(),
+        };
+        self.pool.observer.job_finished(&report);
+        report
+    }
+}
+
+impl<S: Sandbox> Drop for Lease<S> {
+    fn drop(&mut self) {
+        if let Some(mut worker) = self.worker.take() {
+            worker.stop();
+            self.pool.tasks.spawn_on(worker.reap(), &self.pool.runtime);
+            self.pool.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The messages between the server and the runner inside the jail.
+//!
+//! Each frame is a 4-byte big-endian length followed by that many bytes of
+//! UTF-8 JSON (see [`crate::codec`]). One exchange per worker:
+//!
+//! ```text
+//! runner → server   {"type":"ready", versions…}          after numpy/pandas imported
+//! server → runner   {"type":"job","script":…}            exactly once
+//! runner → server   {"type":"result","result":{…}}       or {"type":"error",…}
+//! ```
+//!
+//! `python/protocol_examples.json` holds example frames that both this module's
+//! tests and the runner's tests decode, so the two sides cannot drift apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// What the server sends: the one job a worker will ever run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToRunner {
+    Job {
+        script: String,
+        /// The runner refuses results whose JSON is larger than this.
+        max_result_bytes: u64,
+    },
+}
+
+/// What the runner sends back.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromRunner {
+    /// The interpreter is warm (numpy and pandas imported) and waits for its job.
+    Ready(Versions),
+    /// `main()` returned a JSON object. Kept as raw JSON: the server passes it
+    /// through to the client without building a tree of it.
+    Result { result: Box<RawValue> },
+    /// The script failed in a way the runner could observe and explain.
+    Error(ScriptError),
+}
+
+/// Versions the runner reports once it is warm, for logs and build info.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Versions {
+    pub python: String,
+    pub numpy: String,
+    pub pandas: String,
+}
+
+/// A failure the runner diagnosed itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScriptError {
+    pub kind: ScriptErrorKind,
+    pub message: String,
+    /// The line of the script the failure points at, where there is one.
+    #[serde(default)]
+    pub line: Option<u32>,
+    /// A traceback limited to the script's own frames.
+    #[serde(default)]
+    pub traceback: Option<String>,
+}
+
+/// The kinds of failure the runner reports. Their names are the `kind` of the
+/// HTTP error body.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptErrorKind {
+    SyntaxError,
+    MissingMain,
+    ScriptException,
+    InvalidResult,
+    ResultTooLarge,
+    /// The script called `sys.exit()`: it ended without a result.
+    WorkerExited,
+    /// The runner itself failed unexpectedly: our fault, not the script's.
+    Internal,
+}
+
+impl ScriptErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScriptErrorKind::SyntaxError => "syntax_error",
+            ScriptErrorKind::MissingMain => "missing_main",
+            ScriptErrorKind::ScriptException => "script_exception",
+            ScriptErrorKind::InvalidResult => "invalid_result",
+            ScriptErrorKind::ResultTooLarge => "result_too_large",
+            ScriptErrorKind::WorkerExited => "worker_exited",
+            ScriptErrorKind::Internal => "internal",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn examples() -> Value {
+        serde_json::from_str(include_str!("../../python/protocol_examples.json")).unwrap()
+    }
+
+    #[test]
+    fn every_example_to_the_runner_round_trips() {
+        for example in examples()["to_runner"].as_array().unwrap() {
+            let message: ToRunner = serde_json::from_value(example.clone()).unwrap();
+            assert_eq!(serde_json::to_value(&message).unwrap(), *example);
+        }
+    }
+
+    #[test]
+    fn every_example_from_the_runner_decodes() {
+        let mut seen = Vec::new();
+        for example in examples()["from_runner"].as_array().unwrap() {
+            let text = example.to_string();
+            match serde_json::from_str::<FromRunner>(&text).unwrap() {
+                FromRunner::Ready(v) => {
+                    assert!(!v.python.is_empty());
+                    seen.push("ready".to_string());
+                }
+                FromRunner::Result { result } => {
+                    assert_eq!(
+                        serde_json::from_str::<Value>(result.get()).unwrap(),
+                        example["result"]
+                    );
+                    seen.push("result".to_string());
+                }
+                FromRunner::Error(e) => {
+                    assert_eq!(e.kind.as_str(), example["kind"].as_str().unwrap());
+                    assert_eq!(e.message, example["message"].as_str().unwrap());
+                    seen.push(e.kind.as_str().to_string());
+                }
+            }
+        }
+        for kind in ["ready", "result", "syntax_error", "script_exception", "worker_exited"] {
+            assert!(seen.iter().any(|s| s == kind), "no example of {kind}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_message_type_is_an_error_not_a_panic() {
+        assert!(serde_json::from_str::<FromRunner>(r#"{"type":"hello"}"#).is_err());
+        assert!(serde_json::from_str::<FromRunner>(r#"{"type":"error","kind":"nope","message":""}"#).is_err());
+        assert!(serde_json::from_str::<FromRunner>("[1,2]").is_err());
+    }
+}
