@@ -1,0 +1,450 @@
+//! Per-worker cgroups: memory, process and CPU limits for one jail, and the
+//! OOM-kill counter that tells a memory-limit death from any other.
+//!
+//! The server makes these itself rather than letting nsjail do it, because
+//! nsjail removes its cgroups as it exits, taking the OOM counter with them.
+//! Layout, so that servers sharing a host never touch each other's workers:
+//!
+//! ```text
+//! v1: /sys/fs/cgroup/{memory,pids,cpu}/<parent>/<server pid>/w<worker id>
+//! v2: /sys/fs/cgroup/<parent>/<server pid>/w<worker id>
+//! ```
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// The two cgroup layouts Linux offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// One hierarchy per controller (these machines).
+    V1,
+    /// The unified hierarchy.
+    V2,
+}
+
+impl CgroupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupMode::V1 => "v1",
+            CgroupMode::V2 => "v2",
+        }
+    }
+}
+
+/// The limits one worker's cgroup enforces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupLimits {
+    pub memory_bytes: u64,
+    /// pids.max: every process and thread in the jail, nsjail's own included.
+    pub max_tasks: u32,
+    pub cpus: f64,
+}
+
+/// How much CPU a worker may claim against its siblings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CpuPriority {
+    /// Warming up: yields to workers running jobs.
+    Warmup,
+    /// Running a job: a full share.
+    Job,
+}
+
+const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+const CFS_PERIOD_US: u64 = 100_000;
+
+/// This server's cgroup root, where worker cgroups are made.
+#[derive(Debug)]
+pub struct Cgroups {
+    mode: CgroupMode,
+    /// v1: one directory per controller, in `V1_CONTROLLERS` order; v2: one.
+    roots: Vec<PathBuf>,
+}
+
+impl Cgroups {
+    /// Finds the cgroup layout under `mount` and makes this server's root,
+    /// removing roots left by servers that are gone. The error says what is
+    /// missing and how to fix it.
+    pub fn prepare(mount: &Path, parent: &str) -> Result<Self, String> {
+        let instance = std::process::id().to_string();
+        let cgroups = if mount.join("cgroup.controllers").exists() {
+            prepare_v2(mount, parent, &instance)?
+        } else if V1_CONTROLLERS.iter().all(|c| mount.join(c).is_dir()) {
+            prepare_v1(mount, parent, &instance)?
+        } else {
+            return Err(format!(
+                "no usable cgroup filesystem at {}: pyexec needs the memory, pids and cpu \
+                 controllers (cgroup v2, or v1 with each mounted under {0}/<controller>)",
+                mount.display()
+            ));
+        };
+        Ok(cgroups)
+    }
+
+    pub fn mode(&self) -> CgroupMode {
+        self.mode
+    }
+
+    /// Makes the cgroup of one worker and applies its limits.
+    pub fn create(&self, name: &str, limits: &CgroupLimits) -> io::Result<JobCgroup> {
+        let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.join(name)).collect();
+        for dir in &dirs {
+            match fs::create_dir(dir) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    empty_and_remove(dir);
+                    fs::create_dir(dir)?;
+                }
+                other => other?,
+            }
+        }
+        let cgroup = JobCgroup {
+            mode: self.mode,
+            dirs,
+            join: Vec::new(),
+        };
+        let applied = cgroup.apply(limits).and_then(|()| cgroup.open_join_files());
+        match applied {
+            Ok(join) => Ok(JobCgroup { join, ..cgroup }),
+            Err(e) => {
+                cgroup.remove();
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes this server's root. Call after every worker has been reaped.
+    pub fn close(&self) {
+        for root in &self.roots {
+            empty_and_remove(root);
+        }
+    }
+}
+
+fn prepare_v1(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, String> {
+    let mut roots = Vec::new();
+    for controller in V1_CONTROLLERS {
+        let parent_dir = mount.join(controller).join(parent);
+        make_dir(&parent_dir)?;
+        remove_stale_instances(&parent_dir);
+        let root = parent_dir.join(instance);
+        make_dir(&root)?;
+        roots.push(root);
+    }
+    Ok(Cgroups {
+        mode: CgroupMode::V1,
+        roots,
+    })
+}
+
+fn prepare_v2(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, String> {
+    let available = fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+    for needed in V1_CONTROLLERS {
+        if !available.split_whitespace().any(|c| c == needed) {
+            return Err(format!(
+                "the cgroup v2 hierarchy at {} does not offer the {needed} controller \
+                 (it offers: {available:?}); pyexec needs memory, pids and cpu",
+                mount.display()
+            ));
+        }
+    }
+    enable_controllers_at_top(mount, parent)?;
+    let parent_dir = mount.join(parent);
+    make_dir(&parent_dir)?;
+    write_control(&parent_dir, "cgroup.subtree_control", "+memory +pids +cpu")?;
+    remove_stale_instances(&parent_dir);
+    let root = parent_dir.join(instance);
+    make_dir(&root)?;
+    write_control(&root, "cgroup.subtree_control", "+memory +pids +cpu")?;
+    Ok(Cgroups {
+        mode: CgroupMode::V2,
+        roots: vec![root],
+    })
+}
+
+/// Enables the controllers for the children of the top cgroup. Outside the
+/// real root (in a container), a cgroup that holds processes can't delegate
+/// controllers ("no internal processes"): then this server's processes move
+/// into a leaf of their own beside ours first.
+fn enable_controllers_at_top(mount: &Path, parent: &str) -> Result<(), String> {
+    let controls = "+memory +pids +cpu";
+    if write_control(mount, "cgroup.subtree_control", controls).is_ok() {
+        return Ok(());
+    }
+    let leaf = mount.join(format!("{parent}-server"));
+    make_dir(&leaf)?;
+    let procs = fs::read_to_string(mount.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.split_whitespace() {
+        // A process may be gone already, or be a kernel thread: skip it.
+        let _ = fs::write(leaf.join("cgroup.procs"), pid);
+    }
+    write_control(mount, "cgroup.subtree_control", controls)
+}
+
+fn make_dir(dir: &Path) -> Result<(), String> {
+    match fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => Err(format!(
+            "cannot create {}: the cgroup filesystem is read-only. In Docker, give the \
+             container a writable cgroup tree (see the README's docker run line)",
+            dir.display()
+        )),
+        Err(e) => Err(format!("cannot create {}: {e}", dir.display())),
+    }
+}
+
+fn write_control(dir: &Path, file: &str, value: &str) -> Result<(), String> {
+    fs::write(dir.join(file), value).map_err(|e| {
+        format!(
+            "cannot write {value:?} to {}: {e}",
+            dir.join(file).display()
+        )
+    })
+}
+
+/// Removes the roots of servers that no longer run (a crash or a kill -9 can
+/// leave them), with anything still inside.
+fn remove_stale_instances(parent_dir: &Path) {
+    let Ok(entries) = fs::read_dir(parent_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() as i32 || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive {
+            empty_and_remove(&entry.path());
+        }
+    }
+}
+
+/// Kills whatever is left in `dir` and below, then removes the directories.
+fn empty_and_remove(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                empty_and_remove(&entry.path());
+            }
+        }
+    }
+    for _ in 0..100 {
+        kill_members(dir);
+        match fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    tracing::warn!(cgroup = %dir.display(), "could not remove a cgroup");
+}
+
+fn kill_members(dir: &Path) {
+    for pid in read_pids(dir) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+fn read_pids(dir: &Path) -> Vec<i32> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The cgroup(s) of one worker.
+#[derive(Debug)]
+pub struct JobCgroup {
+    mode: CgroupMode,
+    /// v1: memory, pids, cpu; v2: the one directory.
+    dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of each directory, opened for writing before the fork so
+    /// the child only has to write "0" to them to join.
+    join: Vec<File>,
+}
+
+impl JobCgroup {
+    fn dir(&self, controller: &str) -> &Path {
+        match self.mode {
+            CgroupMode::V2 => &self.dirs[0],
+            CgroupMode::V1 => {
+                let i = V1_CONTROLLERS
+                    .iter()
+                    .position(|c| *c == controller)
+                    .unwrap_or(0);
+                &self.dirs[i]
+            }
+        }
+    }
+
+    fn apply(&self, limits: &CgroupLimits) -> io::Result<()> {
+        let quota = ((limits.cpus * CFS_PERIOD_US as f64).round() as u64).max(1000);
+        match self.mode {
+            CgroupMode::V1 => {
+                let memory = self.dir("memory");
+                fs::write(
+                    memory.join("memory.limit_in_bytes"),
+                    limits.memory_bytes.to_string(),
+                )?;
+                // With swap accounting, swap must be capped too or the limit leaks into swap.
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    fs::write(memsw, limits.memory_bytes.to_string())?;
+                }
+                fs::write(
+                    self.dir("pids").join("pids.max"),
+                    limits.max_tasks.to_string(),
+                )?;
+                let cpu = self.dir("cpu");
+                fs::write(cpu.join("cpu.cfs_period_us"), CFS_PERIOD_US.to_string())?;
+                fs::write(cpu.join("cpu.cfs_quota_us"), quota.to_string())?;
+            }
+            CgroupMode::V2 => {
+                let dir = &self.dirs[0];
+                fs::write(dir.join("memory.max"), limits.memory_bytes.to_string())?;
+                let swap = dir.join("memory.swap.max");
+                if swap.exists() {
+                    fs::write(swap, "0")?;
+                }
+                fs::write(dir.join("pids.max"), limits.max_tasks.to_string())?;
+                fs::write(dir.join("cpu.max"), format!("{quota} {CFS_PERIOD_US}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_join_files(&self) -> io::Result<Vec<File>> {
+        self.dirs
+            .iter()
+            .map(|d| OpenOptions::new().write(true).open(d.join("cgroup.procs")))
+            .collect()
+    }
+
+    /// Descriptors the child writes "0" to, between fork and exec, to join.
+    pub fn join_fds(&self) -> Vec<RawFd> {
+        self.join.iter().map(|f| f.as_raw_fd()).collect()
+    }
+
+    /// Lets a warming worker yield the CPU to workers running jobs. Best
+    /// effort: a missing knob only costs latency under load.
+    pub fn set_cpu_priority(&self, priority: CpuPriority) {
+        let (file, value) = match (self.mode, priority) {
+            (CgroupMode::V1, CpuPriority::Warmup) => ("cpu.shares", "64"),
+            (CgroupMode::V1, CpuPriority::Job) => ("cpu.shares", "1024"),
+            (CgroupMode::V2, CpuPriority::Warmup) => ("cpu.weight", "6"),
+            (CgroupMode::V2, CpuPriority::Job) => ("cpu.weight", "100"),
+        };
+        let _ = fs::write(self.dir("cpu").join(file), value);
+    }
+
+    /// True once the kernel's OOM killer has killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) = match self.mode {
+            CgroupMode::V1 => ("memory.oom_control", "oom_kill"),
+            CgroupMode::V2 => ("memory.events", "oom_kill"),
+        };
+        let text = fs::read_to_string(self.dir("memory").join(file)).unwrap_or_default();
+        counter(&text, key).is_some_and(|n| n > 0)
+    }
+
+    /// The memory limit as the kernel holds it (rounded to pages).
+    pub fn memory_limit(&self) -> Option<u64> {
+        let file = match self.mode {
+            CgroupMode::V1 => "memory.limit_in_bytes",
+            CgroupMode::V2 => "memory.max",
+        };
+        read_number(&self.dir("memory").join(file))
+    }
+
+    pub fn tasks_limit(&self) -> Option<u64> {
+        read_number(&self.dir("pids").join("pids.max"))
+    }
+
+    /// The highest memory use seen, where the kernel reports it.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let file = match self.mode {
+            CgroupMode::V1 => "memory.max_usage_in_bytes",
+            CgroupMode::V2 => "memory.peak",
+        };
+        read_number(&self.dir("memory").join(file))
+    }
+
+    /// Processes in the cgroup, as pids of the server's namespace.
+    pub fn processes(&self) -> Vec<i32> {
+        read_pids(&self.dirs[0])
+    }
+
+    /// Kills everything in the cgroup and removes it, waiting as long as the
+    /// kernel needs to let the last process go.
+    pub async fn destroy(self) {
+        for _ in 0..500 {
+            self.kill_all();
+            if self.dirs.iter().all(|d| read_pids(d).is_empty()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.remove();
+    }
+
+    fn kill_all(&self) {
+        if self.mode == CgroupMode::V2 && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            return;
+        }
+        for dir in &self.dirs {
+            kill_members(dir);
+        }
+    }
+
+    fn remove(&self) {
+        for dir in &self.dirs {
+            empty_and_remove(dir);
+        }
+    }
+}
+
+fn read_number(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Reads `key N` out of a flat keyed file such as memory.events.
+fn counter(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (k, v) = line.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_read_by_key() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(counter(v1, "oom_kill"), Some(2));
+        assert_eq!(counter(v1, "oom_kill_disable"), Some(0));
+        let v2 = "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(counter(v2, "oom_kill"), Some(1));
+        assert_eq!(counter(v2, "missing"), None);
+    }
+
+    #[test]
+    fn a_missing_hierarchy_is_refused_with_a_reason() {
+        let empty = std::env::temp_dir().join(format!("pyexec-no-cgroup-{}", std::process::id()));
+        fs::create_dir_all(&empty).unwrap();
+        let err = Cgroups::prepare(&empty, "pyexec").unwrap_err();
+        assert!(err.contains("memory, pids and cpu"), "{err}");
+        fs::remove_dir_all(&empty).unwrap();
+    }
+}

@@ -17,7 +17,9 @@ pub enum FrameError {
     /// The peer closed the connection before a whole frame arrived.
     Closed,
     /// The frame announced a length over the cap.
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
     /// The frame was not the JSON message expected.
     Malformed(String),
     Io(io::Error),
@@ -170,22 +172,36 @@ mod tests {
         let mut buf = BytesMut::from(&whole[..10]);
         assert!(codec.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(&whole[10..]);
-        assert!(matches!(codec.decode(&mut buf).unwrap(), Some(FromRunner::Result { .. })));
+        assert!(matches!(
+            codec.decode(&mut buf).unwrap(),
+            Some(FromRunner::Result { .. })
+        ));
     }
 
     #[test]
     fn an_oversized_length_is_refused_before_the_body_arrives() {
         let mut codec = JsonCodec::<FromRunner>::new(1024);
         let mut buf = BytesMut::from(&(4096u32).to_be_bytes()[..]);
-        assert!(matches!(codec.decode(&mut buf), Err(FrameError::TooLarge { limit: 1024 })));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::TooLarge { limit: 1024 })
+        ));
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
         let mut codec = JsonCodec::<FromRunner>::new(1024);
-        for body in [&b"not json"[..], b"{\"type\":\"result\"}", b"\xff\xfe", b"[]"] {
+        for body in [
+            &b"not json"[..],
+            b"{\"type\":\"result\"}",
+            b"\xff\xfe",
+            b"[]",
+        ] {
             let mut buf = frame(body);
-            assert!(matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))), "{body:?}");
+            assert!(
+                matches!(codec.decode(&mut buf), Err(FrameError::Malformed(_))),
+                "{body:?}"
+            );
         }
     }
 
@@ -212,6 +228,9 @@ mod tests {
         write_message(&mut a, &mut out, &job).await.unwrap();
         let mut input = JsonCodec::<ToRunner>::new(1 << 20);
         let mut buf = BytesMut::new();
-        assert_eq!(read_message(&mut b, &mut input, &mut buf).await.unwrap(), job);
+        assert_eq!(
+            read_message(&mut b, &mut input, &mut buf).await.unwrap(),
+            job
+        );
     }
 }

@@ -27,8 +27,7 @@ pub enum ToRunner {
 }
 
 /// What the runner sends back.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug)]
 pub enum FromRunner {
     /// The interpreter is warm (numpy and pandas imported) and waits for its job.
     Ready(Versions),
@@ -37,6 +36,49 @@ pub enum FromRunner {
     Result { result: Box<RawValue> },
     /// The script failed in a way the runner could observe and explain.
     Error(ScriptError),
+}
+
+// serde's internally tagged enums buffer their content, which `RawValue`
+// cannot come through; so frames are read into one flat envelope first.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    message_type: String,
+    result: Option<Box<RawValue>>,
+    python: Option<String>,
+    numpy: Option<String>,
+    pandas: Option<String>,
+    kind: Option<ScriptErrorKind>,
+    message: Option<String>,
+    line: Option<u32>,
+    traceback: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FromRunner {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let e = Envelope::deserialize(deserializer)?;
+        match e.message_type.as_str() {
+            "ready" => Ok(FromRunner::Ready(Versions {
+                python: e.python.unwrap_or_default(),
+                numpy: e.numpy.unwrap_or_default(),
+                pandas: e.pandas.unwrap_or_default(),
+            })),
+            "result" => match e.result {
+                Some(result) if result.get().starts_with('{') => Ok(FromRunner::Result { result }),
+                _ => Err(D::Error::custom("a result frame must carry a JSON object")),
+            },
+            "error" => Ok(FromRunner::Error(ScriptError {
+                kind: e.kind.ok_or_else(|| D::Error::missing_field("kind"))?,
+                message: e
+                    .message
+                    .ok_or_else(|| D::Error::missing_field("message"))?,
+                line: e.line,
+                traceback: e.traceback,
+            })),
+            other => Err(D::Error::custom(format!("unknown message type {other:?}"))),
+        }
+    }
 }
 
 /// Versions the runner reports once it is warm, for logs and build info.
@@ -131,7 +173,13 @@ mod tests {
                 }
             }
         }
-        for kind in ["ready", "result", "syntax_error", "script_exception", "worker_exited"] {
+        for kind in [
+            "ready",
+            "result",
+            "syntax_error",
+            "script_exception",
+            "worker_exited",
+        ] {
             assert!(seen.iter().any(|s| s == kind), "no example of {kind}");
         }
     }
@@ -139,7 +187,11 @@ mod tests {
     #[test]
     fn an_unknown_message_type_is_an_error_not_a_panic() {
         assert!(serde_json::from_str::<FromRunner>(r#"{"type":"hello"}"#).is_err());
-        assert!(serde_json::from_str::<FromRunner>(r#"{"type":"error","kind":"nope","message":""}"#).is_err());
+        assert!(serde_json::from_str::<FromRunner>(
+            r#"{"type":"error","kind":"nope","message":""}"#
+        )
+        .is_err());
         assert!(serde_json::from_str::<FromRunner>("[1,2]").is_err());
+        assert!(serde_json::from_str::<FromRunner>(r#"{"type":"result","result":[1]}"#).is_err());
     }
 }

@@ -14,8 +14,10 @@ use crate::sandbox::{Sandbox, Worker};
 const OUTPUT_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Lease<S: Sandbox> {
-    /// Always `Some` until the lease is consumed or dropped.
+    /// Always `Some` until the lease is dropped or taken back unused.
     worker: Option<S::Worker>,
+    /// Whether `stop` was already called on the worker.
+    stopped: bool,
     pool: Arc<Inner<S>>,
 }
 
@@ -24,6 +26,7 @@ impl<S: Sandbox> Lease<S> {
         pool.busy.fetch_add(1, Ordering::Relaxed);
         Lease {
             worker: Some(worker),
+            stopped: false,
             pool,
         }
     }
@@ -31,7 +34,9 @@ impl<S: Sandbox> Lease<S> {
     /// Takes the worker back out unused (no request wanted it after all).
     pub(super) fn into_worker(mut self) -> S::Worker {
         self.pool.busy.fetch_sub(1, Ordering::Relaxed);
-        self.worker.take().expect("a lease holds its worker until consumed")
+        self.worker
+            .take()
+            .expect("a lease holds its worker until dropped")
     }
 
     pub fn worker_id(&self) -> u64 {
@@ -39,13 +44,17 @@ impl<S: Sandbox> Lease<S> {
     }
 
     /// Runs the job under the pool's deadline, stops the worker and returns the
-    /// result with the captured output. The worker is reaped in the background.
+    /// result with the captured output. The worker is reaped in the background
+    /// when the lease is dropped, here at the end.
     ///
     /// Cancel safety: safe to drop (a client that disconnects): the worker is
     /// stopped and reaped all the same.
     pub async fn run(mut self, job: &Job) -> JobReport {
         let deadline = self.pool.config.job_timeout;
-        let worker = self.worker.as_mut().expect("a lease holds its worker until consumed");
+        let worker = self
+            .worker
+            .as_mut()
+            .expect("a lease holds its worker until dropped");
         let started = Instant::now();
         let outcome = match tokio::time::timeout(deadline, worker.run(job)).await {
             Ok(outcome) => outcome,
@@ -53,10 +62,14 @@ impl<S: Sandbox> Lease<S> {
         };
         let run_time = started.elapsed();
         worker.stop();
+        self.stopped = true;
         let (stdout, stderr) = tokio::time::timeout(OUTPUT_GRACE, worker.output())
             .await
             .unwrap_or_else(|_| {
-                tracing::warn!(worker = worker.id(), "a stopped worker kept its output open");
+                tracing::warn!(
+                    worker = worker.id(),
+                    "a stopped worker kept its output open"
+                );
                 (Captured::default(), Captured::default())
             });
         let report = JobReport {
@@ -74,7 +87,9 @@ impl<S: Sandbox> Lease<S> {
 impl<S: Sandbox> Drop for Lease<S> {
     fn drop(&mut self) {
         if let Some(mut worker) = self.worker.take() {
-            worker.stop();
+            if !self.stopped {
+                worker.stop();
+            }
             self.pool.tasks.spawn_on(worker.reap(), &self.pool.runtime);
             self.pool.busy.fetch_sub(1, Ordering::Relaxed);
         }

@@ -179,7 +179,8 @@ impl<S: Sandbox> Pool<S> {
         };
         replenish(&self.inner);
 
-        let lease = match tokio::time::timeout(self.inner.config.queue_timeout, &mut receiver).await {
+        let lease = match tokio::time::timeout(self.inner.config.queue_timeout, &mut receiver).await
+        {
             Ok(Ok(lease)) => Ok(lease),
             Ok(Err(_)) => Err(CheckoutError::ShuttingDown),
             Err(_) => {
@@ -233,7 +234,9 @@ impl<S: Sandbox> Inner<S> {
     fn lock(&self) -> MutexGuard<'_, State<S>> {
         // A panic while holding this lock would be a bug in this module; the
         // state stays consistent enough to keep serving, so don't cascade it.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -262,7 +265,8 @@ fn replenish<S: Sandbox>(inner: &Arc<Inner<S>>) {
 async fn spawn_one<S: Sandbox>(inner: Arc<Inner<S>>, failures_before: u32) {
     if failures_before > 0 {
         // Back off so a broken sandbox doesn't spin the CPU: 100 ms doubling to 5 s.
-        let delay = Duration::from_millis(100u64 << failures_before.min(6)).min(Duration::from_secs(5));
+        let delay =
+            Duration::from_millis(100u64 << failures_before.min(6)).min(Duration::from_secs(5));
         tokio::time::sleep(delay).await;
     }
     let permit = inner.spawn_slots.acquire().await;

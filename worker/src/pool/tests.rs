@@ -1,0 +1,340 @@
+//! The pool against fake sandboxes: every worker's fate is counted, so a test
+//! can tell a worker that was stopped and reaped from one that leaked.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+
+use super::*;
+use crate::job::{Captured, Job, JobFailure};
+use crate::observer::{NoObserver, PoolObserver};
+use crate::protocol::Versions;
+use crate::sandbox::{Sandbox, SpawnError, Worker};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Behaviour {
+    Answer,
+    Hang,
+    Crash,
+}
+
+#[derive(Default)]
+struct Counters {
+    spawned: AtomicU64,
+    /// Workers alive: spawned and not yet reaped.
+    alive: AtomicI64,
+    jobs: AtomicU64,
+    stops: AtomicU64,
+}
+
+struct FakeSandbox {
+    behaviour: Behaviour,
+    spawn_time: Duration,
+    /// The spawn with this 1-based number fails.
+    fail_spawn: Option<u64>,
+    counters: Arc<Counters>,
+}
+
+struct FakeWorker {
+    id: u64,
+    behaviour: Behaviour,
+    versions: Versions,
+    counters: Arc<Counters>,
+}
+
+impl Sandbox for FakeSandbox {
+    type Worker = FakeWorker;
+
+    async fn spawn(&self, id: u64) -> Result<FakeWorker, SpawnError> {
+        tokio::time::sleep(self.spawn_time).await;
+        let n = self.counters.spawned.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.fail_spawn == Some(n) {
+            return Err(SpawnError {
+                message: format!("spawn {n} fails on purpose"),
+            });
+        }
+        self.counters.alive.fetch_add(1, Ordering::SeqCst);
+        Ok(FakeWorker {
+            id,
+            behaviour: self.behaviour,
+            versions: Versions::default(),
+            counters: self.counters.clone(),
+        })
+    }
+}
+
+impl Worker for FakeWorker {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    async fn run(&mut self, _job: &Job) -> Result<Box<RawValue>, JobFailure> {
+        self.counters.jobs.fetch_add(1, Ordering::SeqCst);
+        match self.behaviour {
+            Behaviour::Answer => {
+                Ok(RawValue::from_string(format!("{{\"worker\":{}}}", self.id)).unwrap())
+            }
+            Behaviour::Hang => std::future::pending().await,
+            Behaviour::Crash => Err(JobFailure::Exited {
+                status: "killed by signal 11 (SIGSEGV)".into(),
+            }),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.counters.stops.fetch_add(1, Ordering::SeqCst);
+    }
+
+    async fn output(&mut self) -> (Captured, Captured) {
+        let out = Captured {
+            bytes: format!("out {}", self.id).into_bytes(),
+            truncated: false,
+        };
+        (out, Captured::default())
+    }
+
+    async fn reap(self) {
+        self.counters.alive.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn config(size: usize) -> PoolConfig {
+    PoolConfig {
+        size,
+        queue_max: 8,
+        queue_timeout: Duration::from_secs(5),
+        job_timeout: Duration::from_secs(10),
+        max_parallel_spawns: 2,
+    }
+}
+
+fn sandbox(behaviour: Behaviour) -> (FakeSandbox, Arc<Counters>) {
+    let counters = Arc::new(Counters::default());
+    let sandbox = FakeSandbox {
+        behaviour,
+        spawn_time: Duration::from_millis(300),
+        fail_spawn: None,
+        counters: counters.clone(),
+    };
+    (sandbox, counters)
+}
+
+fn job() -> Job {
+    Job {
+        script: "def main(): return {}".into(),
+        max_result_bytes: 1024,
+    }
+}
+
+/// Lets spawned tasks run until the pool settles (time is paused, so sleeps
+/// inside fakes complete as soon as nothing else can run).
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_worker_runs_one_job_and_is_replaced() {
+    let (sandbox, counters) = sandbox(Behaviour::Answer);
+    let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
+    settle().await;
+    assert_eq!(pool.status().ready, 2);
+
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let report = pool.checkout().await.unwrap().run(&job()).await;
+        let result = report.outcome.unwrap();
+        assert_eq!(result.get(), format!("{{\"worker\":{}}}", report.worker_id));
+        assert_eq!(report.stdout.text(), format!("out {}", report.worker_id));
+        seen.push(report.worker_id);
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "a worker served two jobs: {seen:?}");
+    settle().await;
+    assert_eq!(
+        counters.alive.load(Ordering::SeqCst),
+        2,
+        "used workers must be reaped, the pool refilled"
+    );
+    assert_eq!(pool.status().ready, 2);
+    assert_eq!(pool.status().busy, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_spawn_is_retried_and_reported() {
+    struct Failures(Mutex<Vec<String>>);
+    impl PoolObserver for Failures {
+        fn spawn_failed(&self, _id: u64, error: &SpawnError) {
+            self.0.lock().unwrap().push(error.message.clone());
+        }
+    }
+    let (mut sandbox, counters) = sandbox(Behaviour::Answer);
+    sandbox.fail_spawn = Some(2);
+    let failures = Arc::new(Failures(Mutex::new(Vec::new())));
+    let pool = Pool::start(sandbox, config(2), failures.clone());
+    settle().await;
+    assert_eq!(pool.status().ready, 2);
+    assert_eq!(pool.status().spawn_failures_in_a_row, 0);
+    assert_eq!(counters.spawned.load(Ordering::SeqCst), 3);
+    assert_eq!(
+        *failures.0.lock().unwrap(),
+        vec!["spawn 2 fails on purpose".to_string()]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hanging_job_times_out_and_its_worker_is_reaped() {
+    let (sandbox, counters) = sandbox(Behaviour::Hang);
+    let mut config = config(1);
+    config.job_timeout = Duration::from_secs(2);
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    let lease = pool.checkout().await.unwrap();
+    let started = tokio::time::Instant::now();
+    let report = lease.run(&job()).await;
+    assert_eq!(report.outcome.unwrap_err(), JobFailure::Timeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        report.stdout.text(),
+        format!("out {}", report.worker_id),
+        "output up to the deadline is kept"
+    );
+    settle().await;
+    assert_eq!(counters.alive.load(Ordering::SeqCst), 1);
+    assert_eq!(counters.stops.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_job_is_reported_and_the_worker_replaced() {
+    let (sandbox, counters) = sandbox(Behaviour::Crash);
+    let pool = Pool::start(sandbox, config(1), Arc::new(NoObserver));
+    let report = pool.checkout().await.unwrap().run(&job()).await;
+    assert!(matches!(report.outcome, Err(JobFailure::Exited { .. })));
+    settle().await;
+    assert_eq!(counters.alive.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.status().ready, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_stops_and_reaps_its_worker() {
+    let (sandbox, counters) = sandbox(Behaviour::Hang);
+    let pool = Pool::start(sandbox, config(1), Arc::new(NoObserver));
+    let lease = pool.checkout().await.unwrap();
+    let request = tokio::spawn(async move { lease.run(&job()).await });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(pool.status().busy, 1);
+    request.abort();
+    let _ = request.await;
+    settle().await;
+    assert_eq!(counters.stops.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        counters.alive.load(Ordering::SeqCst),
+        1,
+        "the abandoned worker is reaped, a new one ready"
+    );
+    assert_eq!(pool.status().busy, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_served_in_order_and_the_queue_is_bounded() {
+    let (sandbox, _counters) = sandbox(Behaviour::Answer);
+    let mut config = config(1);
+    config.queue_max = 2;
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for n in 0..2 {
+        let (pool, order) = (pool.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let lease = pool.checkout().await.unwrap();
+            order.lock().unwrap().push(n);
+            lease.run(&job()).await
+        }));
+        // Queue them in a known order.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(pool.status().waiting, 2);
+    assert_eq!(pool.checkout().await.err(), Some(CheckoutError::QueueFull));
+    for w in waiters {
+        w.await.unwrap().outcome.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), vec![0, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_longer_than_the_queue_timeout_is_refused() {
+    let (mut sandbox, counters) = sandbox(Behaviour::Answer);
+    sandbox.spawn_time = Duration::from_secs(60);
+    let mut config = config(1);
+    config.queue_timeout = Duration::from_secs(1);
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    assert_eq!(
+        pool.checkout().await.err(),
+        Some(CheckoutError::QueueTimeout)
+    );
+    assert_eq!(pool.status().waiting, 0);
+    settle().await;
+    settle().await;
+    assert_eq!(
+        pool.status().ready,
+        1,
+        "the late worker is kept for the next request"
+    );
+    assert_eq!(counters.alive.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn size_zero_spawns_one_worker_per_request() {
+    let (sandbox, counters) = sandbox(Behaviour::Answer);
+    let pool = Pool::start(sandbox, config(0), Arc::new(NoObserver));
+    settle().await;
+    assert_eq!(
+        counters.spawned.load(Ordering::SeqCst),
+        0,
+        "nothing is kept warm"
+    );
+    for _ in 0..3 {
+        pool.checkout()
+            .await
+            .unwrap()
+            .run(&job())
+            .await
+            .outcome
+            .unwrap();
+    }
+    settle().await;
+    assert_eq!(counters.spawned.load(Ordering::SeqCst), 3);
+    assert_eq!(counters.alive.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_fails_waiters_and_reaps_every_worker() {
+    let (mut sandbox, counters) = sandbox(Behaviour::Answer);
+    sandbox.spawn_time = Duration::from_secs(1);
+    let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
+    settle().await;
+    let lease = pool.checkout().await.unwrap();
+    let _other = pool.checkout().await.unwrap();
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout().await.err() })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(lease);
+    drop(_other);
+    pool.shutdown().await;
+    assert_eq!(waiter.await.unwrap(), Some(CheckoutError::ShuttingDown));
+    assert_eq!(
+        pool.checkout().await.err(),
+        Some(CheckoutError::ShuttingDown)
+    );
+    assert_eq!(
+        counters.alive.load(Ordering::SeqCst),
+        0,
+        "every worker, idle, leased or spawning, is reaped"
+    );
+}
