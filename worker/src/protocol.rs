@@ -114,6 +114,8 @@ pub enum ScriptErrorKind {
     ResultTooLarge,
     /// The script called `sys.exit()`: it ended without a result.
     WorkerExited,
+    /// An allocation failed (MemoryError) under the jail's address-space limit.
+    MemoryLimit,
     /// The runner itself failed unexpectedly: our fault, not the script's.
     Internal,
 }
@@ -127,6 +129,7 @@ impl ScriptErrorKind {
             ScriptErrorKind::InvalidResult => "invalid_result",
             ScriptErrorKind::ResultTooLarge => "result_too_large",
             ScriptErrorKind::WorkerExited => "worker_exited",
+            ScriptErrorKind::MemoryLimit => "memory_limit",
             ScriptErrorKind::Internal => "internal",
         }
     }

@@ -1,0 +1,851 @@
+"""The pyexec job runner: the program each sandboxed Python worker runs.
+
+This file owns everything that happens inside one nsjail-isolated worker:
+warm-up (importing numpy/pandas so the first job is fast), the worker side of
+the length-prefixed JSON protocol on fd 3, running exactly one untrusted
+script with its stdout/stderr pointed at the capture pipes (fds 4 and 5), and
+turning whatever the script did into exactly one "result" or "error" frame.
+
+File descriptors on entry (set up by the server):
+    0, 1 -> /dev/null    2 -> the server's log (warm-up and protocol errors)
+    3    -> the job socket
+    4, 5 -> the job's stdout / stderr capture pipes
+
+The script runs in this process and can do anything Python can: close fds,
+monkeypatch modules and builtins, replace sys.stdout, write to fds. So every
+tool the runner needs after the script starts is bound privately here, before
+the script runs, and the reporting path never trusts shared mutable state.
+"""
+
+import builtins
+import datetime
+import decimal
+import fcntl
+import gc
+import io
+import linecache
+import math
+import os
+import platform
+import signal
+import sys
+import types
+
+import json
+import _json
+
+# Private references taken before any user code runs (see module docstring).
+_os_read = os.read
+_os_write = os.write
+_os_dup2 = os.dup2
+_os_close = os.close
+_os_exit = os._exit
+_isfinite = math.isfinite
+_str_str = str.__str__
+_int_int = int.__int__
+_float_float = float.__float__
+_dict_items = dict.items
+_list_iter = list.__iter__
+_tuple_iter = tuple.__iter__
+_set_recursion_limit = sys.setrecursionlimit
+_STARTUP_RECURSION_LIMIT = sys.getrecursionlimit()
+_settrace = sys.settrace
+_setprofile = sys.setprofile
+_gc_disable = gc.disable
+_json_loads = json.loads
+# Give the runner its own copy of every builtin: global lookups find these
+# before the builtins module, which the script is free to patch.
+globals().update({name: value for name, value in vars(builtins).items()
+                  if not name.startswith("_")})
+
+SCRIPT_FILENAME = "<script>"
+SCRIPT_MODULE_NAME = "script"
+
+JOB_FD, STDOUT_PIPE_FD, STDERR_PIPE_FD = 3, 4, 5
+MAX_JOB_FRAME_BYTES = 16 * 1024 * 1024
+MAX_MESSAGE_BYTES = 8 * 1024
+MAX_TRACEBACK_BYTES = 64 * 1024
+# serde_json refuses input nested deeper than 128; the result sits two levels
+# down in its frame, so 100 leaves the server comfortable headroom.
+MAX_RESULT_DEPTH = 100
+
+EXIT_PROTOCOL_ERROR = 2
+EXIT_WARMUP_FAILED = 3
+EXIT_INTERNAL_ERROR = 70
+
+RESULT_FRAME_PREFIX = b'{"type":"result","result":'
+RESULT_FRAME_SUFFIX = b"}"
+
+
+def _private_fd(fd):
+    """Duplicate fd to a close-on-exec descriptor the script is unlikely to touch."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    except OSError:
+        # The jail's RLIMIT_NOFILE may be tiny; any private copy will do.
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 0)
+
+
+def _make_json_encoder():
+    """Build the compact, strict JSON encoder entirely from C parts.
+
+    Equivalent to json.dumps(obj, ensure_ascii=False, allow_nan=False,
+    separators=(",", ":")), but built now so that a script patching
+    json.dumps or json.JSONEncoder cannot change how results are encoded.
+    """
+    iterencode = _json.make_encoder(
+        None, None, _json.encode_basestring, None, ":", ",", False, False, False)
+    join = "".join
+    return lambda obj: join(iterencode(obj, 0))
+
+
+def _make_libc_flush():
+    """Return a function that flushes C stdio buffers (printf from extensions).
+
+    os._exit skips libc's exit-time flush, so without this C-level output
+    that was still buffered would be lost instead of captured.
+    """
+    try:
+        import ctypes
+        fflush = ctypes.CDLL(None).fflush
+        fflush.argtypes = [ctypes.c_void_p]
+        fflush.restype = ctypes.c_int
+        return lambda: fflush(None)
+    except Exception:
+        return lambda: None
+
+
+_encode_json = _make_json_encoder()
+_flush_libc = _make_libc_flush()
+
+
+# ---------------------------------------------------------------- framing
+
+
+class ProtocolError(Exception):
+    """The server sent something that is not a valid job frame."""
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        written = _os_write(fd, view)
+        view = view[written:]
+
+
+def send_frame(fd, payload_bytes):
+    _write_all(fd, len(payload_bytes).to_bytes(4, "big") + payload_bytes)
+
+
+def _read_exactly(fd, count):
+    """Read count bytes; returns fewer only if the peer closed the socket."""
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = _os_read(fd, min(count - len(chunks), 1 << 20))
+        if not chunk:
+            break
+        chunks += chunk
+    return bytes(chunks)
+
+
+def read_job(fd):
+    """Read the one job frame; None if the server closed the socket instead."""
+    header = _read_exactly(fd, 4)
+    if not header:
+        return None
+    if len(header) < 4:
+        raise ProtocolError("the socket closed in the middle of a frame header")
+    length = int.from_bytes(header, "big")
+    if length > MAX_JOB_FRAME_BYTES:
+        raise ProtocolError(
+            f"job frame of {length} bytes is over the {MAX_JOB_FRAME_BYTES}-byte limit")
+    body = _read_exactly(fd, length)
+    if len(body) < length:
+        raise ProtocolError(f"the socket closed after {len(body)} of {length} frame bytes")
+    return parse_job(body)
+
+
+def parse_job(body):
+    try:
+        job = _json_loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"job frame is not UTF-8 JSON: {exc}") from None
+    if not isinstance(job, dict) or job.get("type") != "job":
+        raise ProtocolError("expected a frame with type \"job\"")
+    script, limit = job.get("script"), job.get("max_result_bytes")
+    if type(script) is not str:
+        raise ProtocolError("job.script must be a string")
+    if type(limit) is not int or limit < 0:
+        raise ProtocolError("job.max_result_bytes must be a non-negative integer")
+    return script, limit
+
+
+def encode_frame(obj):
+    return _encode_json(obj).encode("utf-8")
+
+
+def error_frame(kind, message, line=None, traceback=None):
+    return encode_frame({
+        "type": "error",
+        "kind": kind,
+        "message": _cap_utf8(_printable(message), MAX_MESSAGE_BYTES),
+        "line": line if type(line) is int else None,
+        "traceback": None if traceback is None else _cap_traceback(_printable(traceback)),
+    })
+
+
+def _printable(text):
+    """Make text valid UTF-8 (lone surrogates from the script become escapes)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _cap_utf8(text, limit):
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    marker = " ... (truncated)"
+    return data[:limit - len(marker)].decode("utf-8", "ignore") + marker
+
+
+def _cap_traceback(text):
+    """Keep the head and, mostly, the tail (innermost frames) of a long traceback."""
+    data = text.encode("utf-8")
+    if len(data) <= MAX_TRACEBACK_BYTES:
+        return text
+    head_bytes, tail_bytes = 8 * 1024, MAX_TRACEBACK_BYTES - 9 * 1024
+    omitted = len(data) - head_bytes - tail_bytes
+    head = data[:head_bytes].decode("utf-8", "ignore")
+    tail = data[-tail_bytes:].decode("utf-8", "ignore")
+    return f"{head}\n  ... ({omitted} bytes of traceback omitted) ...\n{tail}"
+
+
+# ---------------------------------------------------------------- warm-up
+
+
+def warm_up():
+    """Import numpy/pandas and exercise their lazily-loaded parts once."""
+    import numpy
+    import pandas
+
+    frame = pandas.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "x"], "c": [0.5, 1.5, 2.5]})
+    frame.groupby("b").agg({"a": "sum", "c": "mean"}).reset_index().to_dict(orient="records")
+    repr(frame)
+    frame.describe()
+    pandas.read_csv(io.StringIO("a,b\n1,2\n"))
+    pandas.to_datetime(["2024-01-01"])
+    frame["b"].str.upper()
+    frame.merge(frame, on="a")
+    frame.sort_values("c").pivot_table(index="b", values="a")
+    numpy.linalg.inv(numpy.eye(3))
+    numpy.random.default_rng().random(3)
+    # Everything alive now is long-lived library state: keep the script's
+    # garbage collections from scanning it over and over.
+    gc.collect()
+    gc.freeze()
+    return {
+        "type": "ready",
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+    }
+
+
+def _type_name(tp):
+    """Fully qualified type name, with numpy/pandas types under their public names."""
+    name = tp.__qualname__
+    try:
+        # Via type's own descriptor: a class can't lie about it with a property.
+        module = type.__dict__["__module__"].__get__(tp, type)
+    except Exception:
+        module = None
+    if type(module) is not str or module in ("builtins", "__main__", SCRIPT_MODULE_NAME):
+        return name
+    for public in ("numpy", "pandas"):
+        if module == public or module.startswith(public + "."):
+            package = sys.modules.get(public)
+            if package is not None and package.__dict__.get(name) is tp:
+                return f"{public}.{name}"
+    return f"{module}.{name}"
+
+
+# ------------------------------------------------------------- validation
+
+
+class InvalidResult(Exception):
+    """The value main() returned cannot be sent as a JSON result.
+
+    `what` names the offending value, `why` says what is wrong and how to
+    fix it; the path is filled in while the validator unwinds.
+    """
+
+    def __init__(self, what, why):
+        super().__init__(what)
+        self.what, self.why = what, why
+        self.path = []  # keys/indexes, innermost first
+
+
+def _conversion_hint(value):
+    numpy, pandas = sys.modules.get("numpy"), sys.modules.get("pandas")
+    if numpy is not None:
+        if isinstance(value, numpy.bool_):
+            return "convert it with bool(x) or x.item()"
+        if isinstance(value, numpy.integer):
+            return "convert it with int(x) or x.item()"
+        if isinstance(value, numpy.floating):
+            return "convert it with float(x) or x.item()"
+        if isinstance(value, numpy.ndarray):
+            return "convert it with arr.tolist()"
+        if isinstance(value, numpy.generic):
+            return "convert it with x.item()"
+    if pandas is not None:
+        if isinstance(value, pandas.DataFrame):
+            return 'convert it with df.to_dict(orient="records")'
+        if isinstance(value, pandas.Series):
+            return "convert it with series.to_dict() or series.tolist()"
+        if isinstance(value, pandas.Index):
+            return "convert it with index.tolist()"
+        if value is pandas.NaT:
+            return "use None for a missing time"
+        if isinstance(value, pandas.Timestamp):
+            return "convert it with ts.isoformat()"
+        if isinstance(value, pandas.Timedelta):
+            return "convert it with td.total_seconds()"
+    if isinstance(value, (set, frozenset)):
+        return "convert it with sorted(x) or list(x)"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "convert it with x.decode() (or base64 for binary data)"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "convert it with x.isoformat()"
+    if isinstance(value, datetime.timedelta):
+        return "convert it with x.total_seconds()"
+    if isinstance(value, decimal.Decimal):
+        return "convert it with float(x) or str(x)"
+    if isinstance(value, complex):
+        return "convert it with [x.real, x.imag]"
+    return "convert it to a dict, list, str, int, float, bool or None"
+
+
+def _unencodable(value):
+    try:
+        hint = _conversion_hint(value)
+    except Exception:
+        hint = "convert it to a dict, list, str, int, float, bool or None"
+    return InvalidResult(f"a {_type_name(type(value))}", f"which JSON cannot encode: {hint}")
+
+
+def _plain_str(value):
+    """Exact-str copy of a str (subclass), rejecting text that is not valid UTF-8."""
+    if type(value) is not str:
+        value = _str_str(value)
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidResult(
+                "a string containing a lone surrogate",
+                "which is not valid UTF-8: remove it or encode the text properly") from None
+    return value
+
+
+def to_plain_json(value, depth=0, active=None):
+    """Return a copy of value built only from exact JSON builtin types.
+
+    Policy: exact JSON types pass; subclasses of str/int/float/list/tuple/dict
+    (numpy.float64, numpy.str_, IntEnum, OrderedDict, ...) are accepted and
+    converted through the base type's own method, so the script's overrides
+    never run; anything else (numpy.int64, numpy.bool_, ndarray, pandas
+    objects, sets, bytes, ...) is rejected. Raises InvalidResult.
+    """
+    tp = type(value)
+    if value is None or tp is bool or tp is int:
+        return value
+    if tp is str:
+        return value if value.isascii() else _plain_str(value)
+    if tp is dict or tp is list or tp is tuple:
+        return _plain_container(value, tp, depth + 1, active if active is not None else set())
+    if tp is float or issubclass(tp, float):
+        if tp is not float:
+            value = _float_float(value)
+        if not _isfinite(value):
+            raise InvalidResult(
+                f"the float {value!r}", "which JSON cannot encode: use None for missing values")
+        return value
+    if issubclass(tp, int):
+        return _int_int(value)
+    if issubclass(tp, str):
+        return _plain_str(value)
+    if issubclass(tp, (dict, list, tuple)):
+        return _plain_container(value, tp, depth + 1, active if active is not None else set())
+    raise _unencodable(value)
+
+
+def _plain_container(value, tp, depth, active):
+    if depth > MAX_RESULT_DEPTH:
+        raise InvalidResult(f"a value nested more than {MAX_RESULT_DEPTH} levels deep",
+                            "which is too deep to send: flatten the structure")
+    ident = id(value)
+    if ident in active:
+        raise InvalidResult("a circular reference (a container that contains itself)",
+                            "which JSON cannot encode")
+    active.add(ident)
+    if tp is dict or issubclass(tp, dict):
+        plain = _plain_dict(value, depth, active)
+    else:
+        plain = _plain_list(_list_iter(value) if issubclass(tp, list) else _tuple_iter(value),
+                            depth, active)
+    active.discard(ident)
+    return plain
+
+
+def _plain_dict(value, depth, active):
+    plain = {}
+    for key, item in _dict_items(value):
+        if type(key) is not str:
+            if not issubclass(type(key), str):
+                raise InvalidResult(
+                    f"a dict key of type {_type_name(type(key))} ({_short_repr(key)})",
+                    "but JSON object keys must be strings: convert it with str(key)")
+        try:
+            key = _plain_str(key)
+        except InvalidResult as exc:
+            exc.what = "a dict key containing a lone surrogate"
+            raise
+        tp = type(item)
+        if tp is int or tp is str and item.isascii() or item is None or tp is bool:
+            plain[key] = item  # fast path for the common scalars
+            continue
+        try:
+            plain[key] = to_plain_json(item, depth, active)
+        except InvalidResult as exc:
+            exc.path.append(key)
+            raise
+    return plain
+
+
+def _plain_list(items, depth, active):
+    plain = []
+    append = plain.append
+    for index, item in enumerate(items):
+        tp = type(item)
+        if (tp is int or tp is float and _isfinite(item) or tp is str and item.isascii()
+                or item is None or tp is bool):
+            append(item)  # fast path for the common scalars
+            continue
+        try:
+            append(to_plain_json(item, depth, active))
+        except InvalidResult as exc:
+            exc.path.append(index)
+            raise
+    return plain
+
+
+def _short_repr(value, limit=60):
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def describe_path(path_innermost_first):
+    parts = ["result"]
+    for key in reversed(path_innermost_first):
+        parts.append(f"[{_short_repr(key)}]")
+    return "".join(parts)
+
+
+def check_result(value):
+    """Validate main()'s return value; returns (plain_copy, None) or (None, message)."""
+    if type(value) is not dict and not issubclass(type(value), dict):
+        return None, _not_a_dict_message(value)
+    try:
+        return to_plain_json(value), None
+    except InvalidResult as exc:
+        return None, f"main() returned {exc.what} at {describe_path(exc.path)}, {exc.why}"
+    except RecursionError:
+        return None, "main() returned a value nested too deeply to encode as JSON"
+
+
+def _not_a_dict_message(value):
+    name = _type_name(type(value))
+    message = f"main() must return a dict (a JSON object), it returned {name}"
+    if value is None:
+        message += ": is a `return` statement missing at the end of main()?"
+    elif isinstance(value, types.CoroutineType):
+        value.close()  # avoid a "never awaited" warning
+        message += ": main must be a plain def, not async def (call asyncio.run inside it)"
+    else:
+        message += "; wrap it, for example return {\"value\": ...}"
+    return message
+
+
+# -------------------------------------------------------------- tracebacks
+
+
+def _safe_str(exc):
+    try:
+        text = str(exc)
+        return text if type(text) is str else _str_str(text)
+    except BaseException:
+        return "<exception str() failed>"
+
+
+def exception_line(exc):
+    """'ExcType: text', the way Python's own traceback ends."""
+    name = _type_name(type(exc))
+    text = _safe_str(exc)
+    return f"{name}: {text}" if text else name
+
+
+def _user_frames(tb, source_lines):
+    """(lineno, function, source line) for each traceback entry in the script."""
+    frames = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == SCRIPT_FILENAME:
+            lineno = tb.tb_lineno
+            text = ""
+            if type(lineno) is int and 0 < lineno <= len(source_lines):
+                text = source_lines[lineno - 1].strip()
+            frames.append((lineno, code.co_name, text))
+        tb = tb.tb_next
+    return frames
+
+
+def _format_frames(frames):
+    """Format frames like Python does, collapsing runs of identical frames."""
+    out, previous, repeats = [], None, 0
+    for frame in frames:
+        if frame == previous:
+            repeats += 1
+            if repeats >= 3:
+                continue
+        else:
+            if repeats >= 3:
+                out.append(f"  [Previous line repeated {repeats - 2} more times]\n")
+            previous, repeats = frame, 0
+        lineno, name, text = frame
+        out.append(f'  File "{SCRIPT_FILENAME}", line {lineno}, in {name}\n')
+        if text:
+            out.append(f"    {text}\n")
+    if repeats >= 3:
+        out.append(f"  [Previous line repeated {repeats - 2} more times]\n")
+    return "".join(out)
+
+
+def _format_one(exc, source_lines):
+    frames = _user_frames(exc.__traceback__, source_lines)
+    parts = []
+    if frames:
+        parts.append("Traceback (most recent call last):\n")
+        parts.append(_format_frames(frames))
+    parts.append(exception_line(exc) + "\n")
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        parts.extend(note + "\n" for note in notes if type(note) is str)
+    return "".join(parts)
+
+
+def format_user_traceback(exc, source_lines):
+    """The traceback of exc and its causes/contexts, showing only script frames."""
+    chain, seen = [], set()
+    current, link = exc, None
+    while current is not None and id(current) not in seen and len(chain) < 20:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, (
+                "\nThe above exception was the direct cause of the following exception:\n\n")
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, (
+                "\nDuring handling of the above exception, another exception occurred:\n\n")
+        else:
+            current = None
+    text = []
+    for index in range(len(chain) - 1, -1, -1):
+        current, link = chain[index]
+        # Exceptions raised and handled inside a library (pandas chains a
+        # KeyError onto KeyError, say) show nothing of the user's code.
+        if index > 0 and not _user_frames(current.__traceback__, source_lines):
+            continue
+        text.append(_format_one(current, source_lines))
+        if link:
+            text.append(link)
+    return "".join(text)
+
+
+def innermost_user_line(exc):
+    line, tb = None, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == SCRIPT_FILENAME:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+# ----------------------------------------------------------- running a job
+
+
+class JobOutcome(Exception):
+    """Carries the finished error frame out of the job stages."""
+
+    def __init__(self, frame):
+        super().__init__("job finished")
+        self.frame = frame
+
+
+def compile_script(source):
+    try:
+        return compile(source, SCRIPT_FILENAME, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise JobOutcome(_syntax_error_frame(exc)) from None
+    except ValueError as exc:  # null bytes, lone surrogates
+        line = _first_bad_character_line(source)
+        where = f" at line {line}" if line else ""
+        raise JobOutcome(error_frame("syntax_error", f"{_safe_str(exc)}{where}", line)) from None
+    except (RecursionError, MemoryError):
+        raise JobOutcome(error_frame(
+            "syntax_error", "the script is nested too deeply to compile")) from None
+
+
+def _syntax_error_frame(exc):
+    import traceback
+    line = exc.lineno if type(exc.lineno) is int else None
+    message = exc.msg if type(exc.msg) is str else "invalid syntax"
+    if line is not None:
+        message += f" at line {line}"
+        if type(exc.text) is str and exc.text.strip():
+            message += f": {exc.text.strip()[:200]}"
+    try:
+        detail = "".join(traceback.format_exception_only(type(exc), exc))
+    except Exception:
+        detail = None
+    return error_frame("syntax_error", message, line, detail)
+
+
+def _first_bad_character_line(source):
+    for index, char in enumerate(source):
+        if char == "\0" or "\ud800" <= char <= "\udfff":
+            return source.count("\n", 0, index) + 1
+    return None
+
+
+def new_script_module(source):
+    module = types.ModuleType(SCRIPT_MODULE_NAME)
+    module.__file__ = SCRIPT_FILENAME
+    module.__builtins__ = builtins
+    sys.modules[SCRIPT_MODULE_NAME] = module  # so pickle/dataclasses/typing find it
+    # A None mtime keeps linecache.checkcache from evicting it: the script's
+    # own traceback/inspect calls then show source lines too.
+    linecache.cache[SCRIPT_FILENAME] = (
+        len(source), None, source.splitlines(True), SCRIPT_FILENAME)
+    return module
+
+
+def _exit_message(exc, when):
+    try:
+        code = exc.code
+        shown = "" if code is None else _short_repr(code, 200)
+    except BaseException:
+        shown = "..."
+    return f"the script called sys.exit({shown}) {when}"
+
+
+def _script_exception_frame(exc, source_lines, kind="script_exception"):
+    try:
+        message = exception_line(exc)
+        line = innermost_user_line(exc)
+        text = format_user_traceback(exc, source_lines)
+    except BaseException:
+        message, line, text = f"{type(exc).__name__} (could not be formatted)", None, None
+    return error_frame(kind, message, line, text)
+
+
+def run_user_code(code, module, source_lines):
+    """Execute the script and call main(); returns main()'s value or raises JobOutcome."""
+    stage, main, value, failure = "loading", None, None, None
+    try:
+        exec(code, module.__dict__)
+        stage = "finding main"
+        main = module.__dict__.get("main")
+        if callable(main):
+            stage = "running main"
+            value = main()
+    except BaseException as exc:
+        failure = exc
+    # A trace or profile hook the script installed would run on every Python
+    # call the runner makes from here on; remove them before making any.
+    # (A hook that raises uninstalls itself, so a second attempt succeeds.)
+    try:
+        _setprofile(None)
+    except BaseException:
+        _setprofile(None)
+    _settrace(None)
+    regain_control()
+
+    if failure is not None:
+        raise JobOutcome(_failure_frame(failure, stage, source_lines))
+    if stage == "finding main":
+        raise JobOutcome(_missing_main_frame(main))
+    return value
+
+
+def _failure_frame(exc, stage, source_lines):
+    if isinstance(exc, SystemExit):
+        when = ("before main() returned" if stage == "running main"
+                else "while the script was loading, before main() ran")
+        return error_frame("worker_exited", _exit_message(exc, when))
+    if isinstance(exc, MemoryError):
+        # An allocation refused under the jail's address-space limit is the
+        # same event for the user as the memory cgroup's kill.
+        return _script_exception_frame(exc, source_lines, kind="memory_limit")
+    return _script_exception_frame(exc, source_lines)
+
+
+def _missing_main_frame(main):
+    if main is None:
+        return error_frame("missing_main", "the script defines no callable main()")
+    return error_frame(
+        "missing_main",
+        f"the script's main is a {_type_name(type(main))}, not a function: define def main(): ...")
+
+
+def regain_control():
+    """Undo process-wide state the script may have changed that would hurt reporting."""
+    _gc_disable()  # no script __del__ can run in the middle of reporting
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+    except Exception:
+        pass
+    _set_recursion_limit(_STARTUP_RECURSION_LIMIT)
+
+
+def result_frame(value, max_result_bytes):
+    plain, problem = check_result(value)
+    if problem is not None:
+        return error_frame("invalid_result", problem)
+    encoded = _encode_json(plain).encode("utf-8")
+    if len(encoded) > max_result_bytes:
+        return error_frame(
+            "result_too_large",
+            f"the result is {len(encoded)} bytes of JSON, over the {max_result_bytes}-byte limit")
+    return RESULT_FRAME_PREFIX + encoded + RESULT_FRAME_SUFFIX
+
+
+def run_job(source, max_result_bytes):
+    """Run one script to completion and return the frame (bytes) to report."""
+    try:
+        code = compile_script(source)
+        module = new_script_module(source)
+        value = run_user_code(code, module, source.splitlines())
+    except JobOutcome as outcome:
+        return outcome.frame
+    return result_frame(value, max_result_bytes)
+
+
+# ---------------------------------------------------------- stdio plumbing
+
+
+def point_stdio_at_capture_pipes():
+    """Route fds 1/2 to the job's capture pipes, then drop the originals.
+
+    Working at the fd level captures print(), os.write(1, ...) and C code
+    alike. fds 4/5 are closed now so that at the end only 1/2 hold the pipes.
+    """
+    _os_dup2(STDOUT_PIPE_FD, 1)
+    _os_dup2(STDERR_PIPE_FD, 2)
+    _os_close(STDOUT_PIPE_FD)
+    _os_close(STDERR_PIPE_FD)
+    # Unbuffered text streams straight onto the fds, whatever flags we were
+    # started with, so output interleaves in order and nothing sits in a buffer.
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                                  errors="surrogateescape", write_through=True)
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                                  errors="backslashreplace", write_through=True)
+
+
+def release_capture_pipes(devnull_fd):
+    """Flush what the script wrote, then let the server see EOF on both pipes."""
+    for name in ("stdout", "stderr"):
+        try:
+            stream = getattr(sys, name, None)
+            if stream is not None:
+                stream.flush()
+        except BaseException:
+            pass  # the script may have closed or replaced it
+    try:
+        _flush_libc()
+    except BaseException:
+        pass
+    _os_dup2(devnull_fd, 1)
+    _os_dup2(devnull_fd, 2)
+
+
+def log(log_fd, message):
+    try:
+        _write_all(log_fd, f"pyexec runner: {message}\n".encode("utf-8", "backslashreplace"))
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------- main
+
+
+def main():
+    log_fd = _private_fd(2)
+    try:
+        ready = warm_up()
+        job_fd = _private_fd(JOB_FD)
+        devnull_fd = _private_fd(1)  # fd 1 is /dev/null until the job starts
+        _os_close(JOB_FD)
+    except BaseException as exc:
+        log(log_fd, f"warm-up failed: {type(exc).__name__}: {_safe_str(exc)}")
+        _os_exit(EXIT_WARMUP_FAILED)
+
+    try:
+        send_frame(job_fd, encode_frame(ready))
+        job = read_job(job_fd)
+    except ProtocolError as exc:
+        log(log_fd, f"protocol error: {exc}")
+        _os_exit(EXIT_PROTOCOL_ERROR)
+    except OSError as exc:
+        log(log_fd, f"job socket error: {exc}")
+        _os_exit(EXIT_PROTOCOL_ERROR)
+    if job is None:
+        _os_exit(0)  # the server shut this worker down before giving it a job
+
+    source, max_result_bytes = job
+    try:
+        point_stdio_at_capture_pipes()
+        frame = run_job(source, max_result_bytes)
+    except BaseException as exc:
+        log(log_fd, f"internal error: {type(exc).__name__}: {_safe_str(exc)}")
+        frame = _internal_error_frame(exc)
+
+    try:
+        release_capture_pipes(devnull_fd)
+    except BaseException as exc:
+        log(log_fd, f"could not release the capture pipes: {_safe_str(exc)}")
+    try:
+        send_frame(job_fd, frame)
+    except BaseException as exc:
+        log(log_fd, f"could not send the result frame: {_safe_str(exc)}")
+        _os_exit(EXIT_INTERNAL_ERROR)
+    _os_exit(0)
+
+
+def _internal_error_frame(exc):
+    try:
+        return error_frame("internal", f"the runner failed: {exception_line(exc)}")
+    except BaseException:
+        return (b'{"type":"error","kind":"internal","message":"the runner failed",'
+                b'"line":null,"traceback":null}')
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        _os_exit(EXIT_INTERNAL_ERROR)  # main() always exits itself; never fall through
