@@ -384,6 +384,18 @@ impl JobCgroup {
         read_pids(&self.dirs[0])
     }
 
+    /// Sends SIGKILL to every process of the cgroup but `spared`; returns how
+    /// many were signalled.
+    pub fn kill_members_except(&self, spared: Option<i32>) -> usize {
+        let mut killed = 0;
+        for pid in read_pids(&self.dirs[0]) {
+            if Some(pid) != spared && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// Kills everything in the cgroup and removes it, waiting as long as the
     /// kernel needs to let the last process go.
     pub async fn destroy(self) {

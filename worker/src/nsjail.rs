@@ -456,7 +456,12 @@ impl NsjailWorker {
     /// Kills the jail and returns what nsjail logged, once its log pipe closes.
     async fn finish_log(&mut self) -> String {
         self.stop();
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+        }
         // The log reader drains the pipe until nsjail is gone; give it a moment.
         tokio::time::sleep(Duration::from_millis(20)).await;
         let log = self.log.text();
@@ -473,11 +478,11 @@ impl NsjailWorker {
             Ok(status) => status,
             Err(e) => return JobFailure::Sandbox(format!("cannot wait for nsjail: {e}")),
         };
+        // The CPU rlimit needs no case here: nsjail sets it hard, and with the
+        // cgroup's CPU quota no process can use more CPU-seconds than wall
+        // seconds, so the wall-clock deadline always comes first.
         if self.cgroup.oom_killed() {
             return JobFailure::MemoryLimit;
-        }
-        if status.code() == Some(SIGNAL_EXIT_BASE + nix::libc::SIGXCPU) {
-            return JobFailure::Timeout;
         }
         JobFailure::Exited {
             status: describe_status(status),
@@ -552,9 +557,16 @@ impl Worker for NsjailWorker {
     }
 
     fn stop(&mut self) {
-        // nsjail's child has PR_SET_PDEATHSIG=SIGKILL and is pid 1 of its
-        // namespace: killing nsjail takes down the whole jail.
-        let _ = self.child.start_kill();
+        // Kill the jailed processes, not nsjail: the script is pid 1 of its
+        // namespace, so its death takes every other jailed process with it,
+        // and nsjail reaps it and exits by itself. Killing nsjail first would
+        // orphan the script to the host's init (the server itself, as a
+        // container's entrypoint), leaving a zombie charged to the pids cgroup.
+        let nsjail = self.child.id().map(|pid| pid as i32);
+        let killed = self.cgroup.kill_members_except(nsjail);
+        if killed == 0 {
+            let _ = self.child.start_kill();
+        }
     }
 
     async fn output(&mut self) -> (Captured, Captured) {
@@ -571,7 +583,14 @@ impl Worker for NsjailWorker {
 
     async fn reap(mut self) {
         self.stop();
-        let _ = self.child.wait().await;
+        // nsjail exits once it has reaped the script; if it somehow doesn't, kill it.
+        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
         self.cgroup.destroy().await;
     }
 }
