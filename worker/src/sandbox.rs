@@ -30,6 +30,16 @@ pub trait Sandbox: Send + Sync + 'static {
     fn spawn(&self, id: u64) -> impl Future<Output = Result<Self::Worker, SpawnError>> + Send;
 }
 
+/// A shared sandbox is a sandbox: the server keeps a handle to it beside the
+/// pool (to remove its cgroups once the pool has shut down).
+impl<S: Sandbox> Sandbox for std::sync::Arc<S> {
+    type Worker = S::Worker;
+
+    fn spawn(&self, id: u64) -> impl Future<Output = Result<Self::Worker, SpawnError>> + Send {
+        S::spawn(self, id)
+    }
+}
+
 /// One warm interpreter that will run exactly one job.
 pub trait Worker: Send + 'static {
     fn id(&self) -> u64;
@@ -44,8 +54,7 @@ pub trait Worker: Send + 'static {
     /// Kills the jail and everything in it, at once and without waiting.
     fn stop(&mut self);
 
-    /// What the job wrote to stdout and stderr. Completes once every process
-    /// of the jail has closed the streams, which `stop` guarantees.
+    /// What the job wrote to stdout and stderr up to now; called after `stop`.
     fn output(&mut self) -> impl Future<Output = (Captured, Captured)> + Send;
 
     /// Waits for the jail to be gone and removes what was made for it

@@ -16,6 +16,7 @@ use crate::sandbox::{Sandbox, Worker};
 pub struct SelfCheckReport {
     pub versions: Versions,
     pub cgroup_mode: String,
+    pub nsjail_version: String,
     /// One line per property proven.
     pub findings: Vec<String>,
 }
@@ -73,6 +74,7 @@ pub async fn self_check(sandbox: &NsjailSandbox) -> Result<SelfCheckReport, Setu
     Ok(SelfCheckReport {
         versions,
         cgroup_mode: sandbox.cgroup_mode().as_str().to_string(),
+        nsjail_version: sandbox.nsjail_version(),
         findings,
     })
 }
