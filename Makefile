@@ -1,0 +1,48 @@
+# pyexec's entry points. `make run` and `make test` each install what is
+# missing first (scripts/setup.sh is idempotent and quick when nothing changed).
+
+CARGO ?= cargo
+PORT ?= 8080
+
+.PHONY: setup build run test test-rust test-python test-jail test-docker lint bench loadtest clean
+
+setup:
+	bash scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release --locked
+
+run: build
+	PORT=$(PORT) ./target/release/pyexec
+
+# Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
+# cgroups), the runner's tests, the k6 smoke run, and the container image test.
+test: setup lint test-rust test-python test-jail
+	bash loadtest/run.sh smoke
+	$(MAKE) test-docker
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --locked --workspace
+
+test-python:
+	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
+
+# The jail policy itself, property by property (nsjail.cfg + server-style cgroups).
+test-jail:
+	bash scripts/probe-jail.sh
+
+test-docker:
+	bash docker/test-image.sh
+
+bench: build
+	$(CARGO) run --release --locked -p pyexec-server --example bench
+
+loadtest: build
+	bash loadtest/run.sh
+
+clean:
+	$(CARGO) clean

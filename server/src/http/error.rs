@@ -1,0 +1,466 @@
+//! Every error the API answers: one [`ApiError`] type whose [`ApiError::status`]
+//! match is the README's status table, rendered as the JSON error body.
+
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use pyexec_worker::{CheckoutError, JobFailure, ScriptErrorKind};
+use serde::Serialize;
+
+use super::execute::ScriptOutput;
+use super::{json_response, Body};
+use crate::state::Limits;
+
+/// The machine-readable `kind` of an error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    InvalidRequest,
+    UnsupportedMediaType,
+    ScriptTooLarge,
+    SyntaxError,
+    MissingMain,
+    ScriptException,
+    InvalidResult,
+    ResultTooLarge,
+    Timeout,
+    MemoryLimit,
+    WorkerExited,
+    /// The script wrote into the runner's result channel (or otherwise broke
+    /// the framing): the job's answer can't be trusted.
+    ProtocolViolation,
+    Overloaded,
+    NotFound,
+    MethodNotAllowed,
+    Internal,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 16] = [
+        Kind::InvalidRequest,
+        Kind::UnsupportedMediaType,
+        Kind::ScriptTooLarge,
+        Kind::SyntaxError,
+        Kind::MissingMain,
+        Kind::ScriptException,
+        Kind::InvalidResult,
+        Kind::ResultTooLarge,
+        Kind::Timeout,
+        Kind::MemoryLimit,
+        Kind::WorkerExited,
+        Kind::ProtocolViolation,
+        Kind::Overloaded,
+        Kind::NotFound,
+        Kind::MethodNotAllowed,
+        Kind::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::InvalidRequest => "invalid_request",
+            Kind::UnsupportedMediaType => "unsupported_media_type",
+            Kind::ScriptTooLarge => "script_too_large",
+            Kind::SyntaxError => "syntax_error",
+            Kind::MissingMain => "missing_main",
+            Kind::ScriptException => "script_exception",
+            Kind::InvalidResult => "invalid_result",
+            Kind::ResultTooLarge => "result_too_large",
+            Kind::Timeout => "timeout",
+            Kind::MemoryLimit => "memory_limit",
+            Kind::WorkerExited => "worker_exited",
+            Kind::ProtocolViolation => "protocol_violation",
+            Kind::Overloaded => "overloaded",
+            Kind::NotFound => "not_found",
+            Kind::MethodNotAllowed => "method_not_allowed",
+            Kind::Internal => "internal",
+        }
+    }
+
+    /// The kind a failed job answers with; also its `pyexec_jobs_total` outcome.
+    pub fn of_failure(failure: &JobFailure) -> Kind {
+        match failure {
+            JobFailure::Script(error) => match error.kind {
+                ScriptErrorKind::SyntaxError => Kind::SyntaxError,
+                ScriptErrorKind::MissingMain => Kind::MissingMain,
+                ScriptErrorKind::ScriptException => Kind::ScriptException,
+                ScriptErrorKind::InvalidResult => Kind::InvalidResult,
+                ScriptErrorKind::ResultTooLarge => Kind::ResultTooLarge,
+                ScriptErrorKind::WorkerExited => Kind::WorkerExited,
+                ScriptErrorKind::MemoryLimit => Kind::MemoryLimit,
+                ScriptErrorKind::Internal => Kind::Internal,
+            },
+            JobFailure::Timeout => Kind::Timeout,
+            JobFailure::MemoryLimit => Kind::MemoryLimit,
+            JobFailure::Exited { .. } => Kind::WorkerExited,
+            JobFailure::Protocol(_) => Kind::ProtocolViolation,
+            JobFailure::Sandbox(_) => Kind::Internal,
+        }
+    }
+}
+
+/// An error answer. `detail` is for the log only, never for the client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: Kind,
+    pub message: String,
+    pub line: Option<u32>,
+    pub traceback: Option<String>,
+    /// What the script printed, when it ran.
+    pub output: Option<Box<ScriptOutput>>,
+    /// The methods a path allows (405 only).
+    pub allow: Option<&'static str>,
+    pub detail: Option<String>,
+}
+
+/// What a client that got 503 should wait before retrying, in seconds: a
+/// worker is replaced within about half a second, so one second is plenty.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// The message a client gets for our own faults; the detail goes to the log.
+const INTERNAL_MESSAGE: &str =
+    "the service failed to run the script; this is not the script's fault, please retry";
+
+impl ApiError {
+    /// The status-code table of the API (README "Errors").
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            Kind::InvalidRequest => StatusCode::BAD_REQUEST,
+            Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::ScriptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::SyntaxError => StatusCode::BAD_REQUEST,
+            Kind::MissingMain => StatusCode::BAD_REQUEST,
+            Kind::ScriptException => StatusCode::BAD_REQUEST,
+            Kind::InvalidResult => StatusCode::BAD_REQUEST,
+            Kind::ResultTooLarge => StatusCode::BAD_REQUEST,
+            Kind::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Kind::MemoryLimit => StatusCode::BAD_REQUEST,
+            Kind::WorkerExited => StatusCode::BAD_REQUEST,
+            Kind::ProtocolViolation => StatusCode::BAD_REQUEST,
+            Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn new(kind: Kind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            kind,
+            message: message.into(),
+            line: None,
+            traceback: None,
+            output: None,
+            allow: None,
+            detail: None,
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(Kind::InvalidRequest, message)
+    }
+
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(Kind::Internal, INTERNAL_MESSAGE)
+        }
+    }
+
+    pub fn not_found(path: &str) -> ApiError {
+        let shown: String = path.chars().take(100).collect();
+        ApiError::new(
+            Kind::NotFound,
+            format!("there is no {shown:?} here; POST /execute runs a script"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &hyper::Method, path: &str, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(
+                Kind::MethodNotAllowed,
+                format!("{path} does not accept {method}; it accepts {allow}"),
+            )
+        }
+    }
+
+    pub fn overloaded(reason: CheckoutError) -> ApiError {
+        let message = match reason {
+            CheckoutError::QueueFull => "every worker is busy and the queue is full; retry shortly",
+            CheckoutError::QueueTimeout => "no worker became free in time; retry shortly",
+            CheckoutError::ShuttingDown => {
+                "the server is shutting down; retry and another instance will answer"
+            }
+        };
+        ApiError {
+            detail: Some(reason.as_str().into()),
+            ..ApiError::new(Kind::Overloaded, message)
+        }
+    }
+
+    /// The answer for a job that ran and failed, with what it printed.
+    pub fn from_failure(failure: JobFailure, output: ScriptOutput, limits: &Limits) -> ApiError {
+        let kind = Kind::of_failure(&failure);
+        let mut error = match failure {
+            JobFailure::Script(script) if kind == Kind::Internal => {
+                ApiError::internal(format!("the runner failed: {}", script.message))
+            }
+            JobFailure::Script(script) => ApiError {
+                line: script.line,
+                traceback: script.traceback,
+                ..ApiError::new(kind, script.message)
+            },
+            JobFailure::Timeout => ApiError::new(
+                kind,
+                format!(
+                    "the script ran longer than the {} s limit and was stopped",
+                    seconds(limits.timeout)
+                ),
+            ),
+            JobFailure::MemoryLimit => ApiError::new(
+                kind,
+                format!("the script used more than the {} MiB memory limit and was killed", limits.memory_mb),
+            ),
+            JobFailure::Exited { status } => ApiError {
+                detail: Some(status.clone()),
+                ..ApiError::new(
+                    kind,
+                    format!("the script's process ended before main() returned ({status})"),
+                )
+            },
+            JobFailure::Protocol(detail) => ApiError {
+                detail: Some(detail),
+                ..ApiError::new(
+                    kind,
+                    "the script interfered with the channel its result is returned on (e.g. wrote to or closed file descriptor 3)",
+                )
+            },
+            JobFailure::Sandbox(detail) => ApiError::internal(format!("sandbox: {detail}")),
+        };
+        error.output = Some(Box::new(output));
+        error
+    }
+
+    /// Whether this refused the request before any job ran (counted in
+    /// `pyexec_rejected_total`).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::InvalidRequest
+                | Kind::UnsupportedMediaType
+                | Kind::ScriptTooLarge
+                | Kind::Overloaded
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        #[derive(Serialize)]
+        struct ErrorBody<'a> {
+            error: &'a str,
+            kind: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            line: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traceback: Option<&'a str>,
+            #[serde(flatten)]
+            output: Option<&'a ScriptOutput>,
+        }
+        let status = self.status();
+        let body = ErrorBody {
+            error: &self.message,
+            kind: self.kind.as_str(),
+            line: self.line,
+            traceback: self.traceback.as_deref(),
+            output: self.output.as_deref(),
+        };
+        let mut response = json_response(status, &body);
+        let headers = response.headers_mut();
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.kind == Kind::Overloaded {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
+        }
+        debug_assert!(headers.contains_key(CONTENT_TYPE));
+        response
+    }
+}
+
+/// `10` or `2.5`, for messages.
+fn seconds(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use pyexec_worker::ScriptError;
+    use std::time::Duration;
+
+    /// The README's status table, row by row.
+    #[test]
+    fn status_table() {
+        let table = [
+            ("invalid_request", 400),
+            ("unsupported_media_type", 415),
+            ("script_too_large", 413),
+            ("syntax_error", 400),
+            ("missing_main", 400),
+            ("script_exception", 400),
+            ("invalid_result", 400),
+            ("result_too_large", 400),
+            ("timeout", 408),
+            ("memory_limit", 400),
+            ("worker_exited", 400),
+            ("protocol_violation", 400),
+            ("overloaded", 503),
+            ("not_found", 404),
+            ("method_not_allowed", 405),
+            ("internal", 500),
+        ];
+        assert_eq!(table.len(), Kind::ALL.len());
+        for ((name, status), kind) in table.iter().zip(Kind::ALL) {
+            assert_eq!(kind.as_str(), *name);
+            assert_eq!(
+                ApiError::new(kind, "x").status().as_u16(),
+                *status,
+                "{name}"
+            );
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            max_script_chars: 100,
+            max_body_bytes: 1000,
+            max_result_bytes: 1000,
+            timeout: Duration::from_millis(2500),
+            memory_mb: 256,
+        }
+    }
+
+    fn output() -> ScriptOutput {
+        ScriptOutput {
+            stdout: "printed\n".into(),
+            stderr: String::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            duration_ms: 1.0,
+        }
+    }
+
+    #[test]
+    fn job_failures_map_to_kinds() {
+        let script = |kind| {
+            JobFailure::Script(ScriptError {
+                kind,
+                message: "m".into(),
+                line: Some(2),
+                traceback: Some("tb".into()),
+            })
+        };
+        let cases = [
+            (script(ScriptErrorKind::SyntaxError), "syntax_error", 400),
+            (script(ScriptErrorKind::MissingMain), "missing_main", 400),
+            (
+                script(ScriptErrorKind::ScriptException),
+                "script_exception",
+                400,
+            ),
+            (
+                script(ScriptErrorKind::InvalidResult),
+                "invalid_result",
+                400,
+            ),
+            (
+                script(ScriptErrorKind::ResultTooLarge),
+                "result_too_large",
+                400,
+            ),
+            (script(ScriptErrorKind::WorkerExited), "worker_exited", 400),
+            (script(ScriptErrorKind::MemoryLimit), "memory_limit", 400),
+            (script(ScriptErrorKind::Internal), "internal", 500),
+            (JobFailure::Timeout, "timeout", 408),
+            (JobFailure::MemoryLimit, "memory_limit", 400),
+            (
+                JobFailure::Exited {
+                    status: "signal 9".into(),
+                },
+                "worker_exited",
+                400,
+            ),
+            (
+                JobFailure::Protocol("bad frame".into()),
+                "protocol_violation",
+                400,
+            ),
+            (JobFailure::Sandbox("io".into()), "internal", 500),
+        ];
+        for (failure, kind, status) in cases {
+            let e = ApiError::from_failure(failure, output(), &limits());
+            assert_eq!((e.kind.as_str(), e.status().as_u16()), (kind, status));
+            assert!(
+                e.output.is_some(),
+                "{kind}: the script ran, its output belongs in the answer"
+            );
+        }
+        let timeout = ApiError::from_failure(JobFailure::Timeout, output(), &limits());
+        assert!(timeout.message.contains("2.5 s"), "{}", timeout.message);
+    }
+
+    #[tokio::test]
+    async fn internal_errors_hide_their_detail() {
+        let e = ApiError::from_failure(
+            JobFailure::Sandbox("secret path /x".into()),
+            output(),
+            &limits(),
+        );
+        let body = e
+            .into_response()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("secret"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["kind"], "internal");
+    }
+
+    #[tokio::test]
+    async fn error_bodies_carry_output_traceback_and_headers() {
+        let failure = JobFailure::Script(ScriptError {
+            kind: ScriptErrorKind::ScriptException,
+            message: "ZeroDivisionError: division by zero".into(),
+            line: Some(2),
+            traceback: Some("Traceback ...".into()),
+        });
+        let response = ApiError::from_failure(failure, output(), &limits()).into_response();
+        assert_eq!(response.status(), 400);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"], "ZeroDivisionError: division by zero");
+        assert_eq!(json["kind"], "script_exception");
+        assert_eq!(json["line"], 2);
+        assert_eq!(json["traceback"], "Traceback ...");
+        assert_eq!(json["stdout"], "printed\n");
+        assert_eq!(json["stdout_truncated"], false);
+
+        let overloaded = ApiError::overloaded(CheckoutError::QueueFull).into_response();
+        assert_eq!(overloaded.status(), 503);
+        assert_eq!(overloaded.headers()[RETRY_AFTER], "1");
+        let body = overloaded.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json.get("stdout").is_none(), "no script ran");
+
+        let allow =
+            ApiError::method_not_allowed(&hyper::Method::GET, "/execute", "POST").into_response();
+        assert_eq!(allow.status(), 405);
+        assert_eq!(allow.headers()[ALLOW], "POST");
+    }
+}

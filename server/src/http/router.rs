@@ -1,0 +1,152 @@
+//! Routing by `(method, path)`, and what every request gets whatever its
+//! route: a request id, a span carrying it (and the trace) into every log
+//! line, the `X-Request-Id` header, and the HTTP metrics.
+
+use std::convert::Infallible;
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::{Method, Request, Response};
+use pyexec_worker::Sandbox;
+use tracing::field::Empty;
+use tracing::Instrument;
+
+use super::error::ApiError;
+use super::{execute, health, Body};
+use crate::request_id;
+use crate::state::AppState;
+use crate::trace_context::TraceContext;
+
+/// The routes, with the methods each allows. Their paths are the only values
+/// of the metrics' `route` label, besides `unmatched`.
+const ROUTES: &[(&str, &str)] = &[
+    ("/execute", "POST"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+];
+
+fn route_label(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(route, _)| *route == path)
+        .map_or("unmatched", |(route, _)| route)
+}
+
+/// hyper's service function. Never fails: an error from hyper's point of view
+/// would close the connection instead of answering.
+pub async fn serve<S: Sandbox>(
+    state: &AppState<S>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let request_id = state.request_ids.for_request(request.headers());
+    // At ERROR level so the span, and with it the request id on every line,
+    // survives any PYEXEC_LOG_LEVEL.
+    let span = tracing::error_span!(
+        "request",
+        request_id = %request_id,
+        trace = Empty,
+        span_id = Empty,
+        trace_sampled = Empty
+    );
+    if let (Some(project), Some(trace)) = (
+        &state.gcp_project,
+        TraceContext::from_headers(request.headers()),
+    ) {
+        span.record("trace", trace.log_field(project));
+        if !trace.span_id.is_empty() {
+            span.record("span_id", trace.span_id.as_str());
+        }
+        span.record("trace_sampled", trace.sampled);
+    }
+    let method = request.method().clone();
+    let route = route_label(request.uri().path());
+
+    let result = dispatch(state, request).instrument(span.clone()).await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let _entered = span.enter();
+            log_error(&error);
+            if error.is_rejection() {
+                state
+                    .metrics
+                    .rejected
+                    .with_label_values(&[error.kind.as_str()])
+                    .inc();
+            }
+            error.into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(request_id::HEADER, value);
+    }
+
+    let status = response.status();
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[route, status.as_str()])
+        .inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&[route])
+        .observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::debug!(
+            method = %method,
+            route,
+            status = status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1e3,
+            "request answered"
+        )
+    });
+    Ok(response)
+}
+
+async fn dispatch<S: Sandbox>(
+    state: &AppState<S>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    match (request.method(), request.uri().path()) {
+        (&Method::POST, "/execute") => execute::handle(state, request).await,
+        (&Method::GET | &Method::HEAD, "/healthz") => Ok(health::healthz()),
+        (&Method::GET | &Method::HEAD, "/readyz") => Ok(health::readyz(state)),
+        (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
+        (method, path) => match ROUTES.iter().find(|(route, _)| *route == path) {
+            Some((_, allow)) => Err(ApiError::method_not_allowed(method, path, allow)),
+            None => Err(ApiError::not_found(path)),
+        },
+    }
+}
+
+/// Our own faults at error level with their detail; a refused request at
+/// info; a job's failure is already in its "job finished" line.
+fn log_error(error: &ApiError) {
+    let kind = error.kind.as_str();
+    let detail = error.detail.as_deref().unwrap_or("");
+    if error.status().is_server_error() {
+        tracing::error!(kind, detail, "request failed: {}", error.message);
+    } else if error.is_rejection() {
+        tracing::info!(kind, detail, "request refused: {}", error.message);
+    } else if error.output.is_none() {
+        tracing::debug!(kind, "request refused: {}", error.message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_labels_are_a_fixed_set() {
+        assert_eq!(route_label("/execute"), "/execute");
+        assert_eq!(route_label("/metrics"), "/metrics");
+        assert_eq!(route_label("/execute/"), "unmatched");
+        assert_eq!(route_label("/random/path/123"), "unmatched");
+    }
+}

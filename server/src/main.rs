@@ -1,0 +1,68 @@
+//! The `pyexec` binary: configuration and logging, then the server.
+
+use std::process::ExitCode;
+
+use pyexec_server::config::{self, Config};
+
+/// EX_USAGE: a bad configuration value.
+const EXIT_BAD_CONFIG: u8 = 64;
+/// The server could not start (no sandbox, port taken, …).
+const EXIT_START_FAILED: u8 = 1;
+
+fn main() -> ExitCode {
+    if let Some(arg) = std::env::args().nth(1) {
+        return match arg.as_str() {
+            "--help" | "-h" => {
+                println!(
+                    "pyexec {}: runs untrusted Python scripts in nsjail sandboxes over HTTP.\n",
+                    env!("CARGO_PKG_VERSION")
+                );
+                println!(
+                    "Configured only by environment variables:\n\n{}",
+                    config::markdown_table()
+                );
+                ExitCode::SUCCESS
+            }
+            "--version" | "-V" => {
+                println!("pyexec {}", env!("CARGO_PKG_VERSION"));
+                ExitCode::SUCCESS
+            }
+            other => {
+                eprintln!("pyexec: unknown argument {other:?}; it takes none (see --help)");
+                ExitCode::from(EXIT_BAD_CONFIG)
+            }
+        };
+    }
+
+    let config = match Config::from_env(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("pyexec: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Err(error) = pyexec_server::logging::init(config.log_level, config.log_format) {
+        eprintln!("pyexec: cannot set up logging: {error}");
+        return ExitCode::from(EXIT_START_FAILED);
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pyexec: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    match runtime.block_on(pyexec_server::startup::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // stderr for a person at a terminal, the log for Cloud Logging.
+            eprintln!("pyexec: {error:#}");
+            tracing::error!(error = %format!("{error:#}"), "pyexec could not start");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The Prometheus metrics: an explicit registry owned by the server (no global
+//! statics, so every test server has its own), rendered in the text format.
+//!
+//! Counters and histograms are fed by the request handlers and by the pool's
+//! events ([`crate::pool_events`]); the pool gauges are read from
+//! `Pool::status()` at scrape time, so they can never drift from the truth.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use pyexec_worker::PoolStatus;
+
+/// The values of `pyexec_build_info`'s labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildInfo {
+    pub version: String,
+    pub nsjail_version: String,
+    pub python_version: String,
+    pub numpy_version: String,
+    pub pandas_version: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub jobs: IntCounterVec,
+    pub job_duration: HistogramVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub queue_wait: Histogram,
+    queue_depth: IntGauge,
+    workers: IntGaugeVec,
+    pool_target: IntGauge,
+    pub spawn_duration: Histogram,
+    pub spawn_failures: IntCounter,
+    pub rejected: IntCounterVec,
+    build_info: IntGaugeVec,
+    build: Mutex<BuildInfo>,
+}
+
+/// Bucket bounds on a 1-2.5-5 ladder from 1 ms up to the first bound past
+/// `longest`, so a job killed at its deadline still lands in a finite bucket.
+pub fn buckets(longest: Duration) -> Vec<f64> {
+    let longest = longest.as_secs_f64();
+    let mut bounds = Vec::new();
+    let mut decade: f64 = 0.001;
+    loop {
+        for step in [1.0, 2.5, 5.0] {
+            let bound = decade * step;
+            bounds.push((bound * 1e6).round() / 1e6);
+            if bound > longest {
+                return bounds;
+            }
+        }
+        decade *= 10.0;
+    }
+}
+
+impl Metrics {
+    /// `job_timeout` and `wait_timeout` (queue wait) bound the job and request
+    /// histograms; `spawn_timeout` the spawn histogram.
+    pub fn new(
+        job_timeout: Duration,
+        wait_timeout: Duration,
+        spawn_timeout: Duration,
+    ) -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let job_buckets = buckets(job_timeout);
+        let request_buckets = buckets(job_timeout + wait_timeout);
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramOpts::new(name, help).buckets(buckets.to_vec())
+        };
+
+        let metrics = Metrics {
+            jobs: IntCounterVec::new(
+                Opts::new("pyexec_jobs_total", "Jobs run by a worker, by outcome: ok or the error kind."),
+                &["outcome"],
+            )?,
+            job_duration: HistogramVec::new(
+                histogram(
+                    "pyexec_job_duration_seconds",
+                    "Time a job spent inside its worker, from sending the script to the answer or the deadline.",
+                    &job_buckets,
+                ),
+                &["outcome"],
+            )?,
+            http_requests: IntCounterVec::new(
+                Opts::new("pyexec_http_requests_total", "HTTP requests answered, by route and status code."),
+                &["route", "status"],
+            )?,
+            http_duration: HistogramVec::new(
+                histogram(
+                    "pyexec_http_request_duration_seconds",
+                    "End-to-end time from receiving a request's head to its response, by route.",
+                    &request_buckets,
+                ),
+                &["route"],
+            )?,
+            queue_wait: Histogram::with_opts(histogram(
+                "pyexec_queue_wait_seconds",
+                "Time a request waited for a ready worker (successful checkouts).",
+                &buckets(wait_timeout),
+            ))?,
+            queue_depth: IntGauge::new("pyexec_queue_depth", "Requests waiting for a worker now.")?,
+            workers: IntGaugeVec::new(
+                Opts::new("pyexec_workers", "Workers by state: spawning, ready (idle and warm) or busy (running a job)."),
+                &["state"],
+            )?,
+            pool_target: IntGauge::new(
+                "pyexec_pool_target_size",
+                "Warm workers the pool tries to keep ready (PYEXEC_POOL_SIZE; 0 = one jail per request).",
+            )?,
+            spawn_duration: Histogram::with_opts(histogram(
+                "pyexec_worker_spawn_duration_seconds",
+                "Time from launching a worker's jail to the worker reporting ready.",
+                &buckets(spawn_timeout),
+            ))?,
+            spawn_failures: IntCounter::new(
+                "pyexec_worker_spawn_failures_total",
+                "Workers that failed to start.",
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "pyexec_rejected_total",
+                    "Requests to /execute refused before a job ran, by reason (the error kind).",
+                ),
+                &["reason"],
+            )?,
+            build_info: IntGaugeVec::new(
+                Opts::new("pyexec_build_info", "Always 1; the labels carry the versions in use."),
+                &["version", "nsjail_version", "python_version", "numpy_version", "pandas_version"],
+            )?,
+            build: Mutex::new(BuildInfo::default()),
+            registry,
+        };
+        let r = &metrics.registry;
+        r.register(Box::new(metrics.jobs.clone()))?;
+        r.register(Box::new(metrics.job_duration.clone()))?;
+        r.register(Box::new(metrics.http_requests.clone()))?;
+        r.register(Box::new(metrics.http_duration.clone()))?;
+        r.register(Box::new(metrics.queue_wait.clone()))?;
+        r.register(Box::new(metrics.queue_depth.clone()))?;
+        r.register(Box::new(metrics.workers.clone()))?;
+        r.register(Box::new(metrics.pool_target.clone()))?;
+        r.register(Box::new(metrics.spawn_duration.clone()))?;
+        r.register(Box::new(metrics.spawn_failures.clone()))?;
+        r.register(Box::new(metrics.rejected.clone()))?;
+        r.register(Box::new(metrics.build_info.clone()))?;
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        metrics.set_build_info(BuildInfo {
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..BuildInfo::default()
+        });
+        Ok(metrics)
+    }
+
+    /// Replaces the `pyexec_build_info` series.
+    pub fn set_build_info(&self, info: BuildInfo) {
+        let mut current = self.build.lock().unwrap_or_else(|p| p.into_inner());
+        self.build_info.reset();
+        self.build_info
+            .with_label_values(&[
+                &info.version,
+                &info.nsjail_version,
+                &info.python_version,
+                &info.numpy_version,
+                &info.pandas_version,
+            ])
+            .set(1);
+        *current = info;
+    }
+
+    /// Updates the interpreter versions from a worker that just became ready,
+    /// if they differ from what the build info says (cheap when they don't).
+    pub fn note_versions(&self, python: &str, numpy: &str, pandas: &str) {
+        let info = {
+            let current = self.build.lock().unwrap_or_else(|p| p.into_inner());
+            if current.python_version == python
+                && current.numpy_version == numpy
+                && current.pandas_version == pandas
+            {
+                return;
+            }
+            BuildInfo {
+                python_version: python.into(),
+                numpy_version: numpy.into(),
+                pandas_version: pandas.into(),
+                ..current.clone()
+            }
+        };
+        self.set_build_info(info);
+    }
+
+    /// Sets the pool gauges from a status snapshot.
+    pub fn observe_pool(&self, status: &PoolStatus) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.queue_depth.set(gauge(status.waiting));
+        self.pool_target.set(gauge(status.target));
+        self.workers
+            .with_label_values(&["spawning"])
+            .set(gauge(status.spawning));
+        self.workers
+            .with_label_values(&["ready"])
+            .set(gauge(status.ready));
+        self.workers
+            .with_label_values(&["busy"])
+            .set(gauge(status.busy));
+    }
+
+    /// The exposition in the text format, and its content type.
+    pub fn render(&self) -> prometheus::Result<(Vec<u8>, String)> {
+        let encoder = TextEncoder::new();
+        let mut out = Vec::with_capacity(16 * 1024);
+        encoder.encode(&self.registry.gather(), &mut out)?;
+        Ok((out, encoder.format_type().to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_run_from_a_millisecond_past_the_longest_wait() {
+        let b = buckets(Duration::from_secs(10));
+        assert_eq!(b.first(), Some(&0.001));
+        assert_eq!(b.last(), Some(&25.0));
+        assert!(b.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(buckets(Duration::from_millis(2500)).last(), Some(&5.0));
+    }
+
+    #[test]
+    fn renders_every_metric_with_help() {
+        let m = Metrics::new(
+            Duration::from_secs(10),
+            Duration::from_secs(5),
+            Duration::from_secs(30),
+        )
+        .unwrap();
+        m.jobs.with_label_values(&["ok"]).inc();
+        m.job_duration.with_label_values(&["ok"]).observe(0.002);
+        m.http_requests
+            .with_label_values(&["/execute", "200"])
+            .inc();
+        m.http_duration
+            .with_label_values(&["/execute"])
+            .observe(0.003);
+        m.rejected.with_label_values(&["overloaded"]).inc();
+        m.note_versions("3.11.2", "2.3.5", "2.3.3");
+        m.observe_pool(&PoolStatus {
+            target: 4,
+            ready: 3,
+            spawning: 1,
+            busy: 0,
+            waiting: 0,
+            spawn_failures_in_a_row: 0,
+            closed: false,
+        });
+        let (body, content_type) = m.render().unwrap();
+        let text = String::from_utf8(body).unwrap();
+        assert!(content_type.starts_with("text/plain"));
+        for name in [
+            "pyexec_jobs_total",
+            "pyexec_job_duration_seconds",
+            "pyexec_http_requests_total",
+            "pyexec_http_request_duration_seconds",
+            "pyexec_queue_wait_seconds",
+            "pyexec_queue_depth",
+            "pyexec_workers",
+            "pyexec_pool_target_size",
+            "pyexec_worker_spawn_duration_seconds",
+            "pyexec_worker_spawn_failures_total",
+            "pyexec_rejected_total",
+            "pyexec_build_info",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("pyexec_workers{state=\"ready\"} 3"));
+        assert!(text.contains("python_version=\"3.11.2\""));
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+}

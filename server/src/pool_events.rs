@@ -1,0 +1,60 @@
+//! The pool's events turned into metrics, log lines and readiness facts: the
+//! server's [`PoolObserver`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyexec_worker::{JobReport, PoolObserver, SpawnError, Versions};
+
+use crate::http::error::Kind;
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+
+pub struct PoolEvents {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+impl PoolEvents {
+    pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> PoolEvents {
+        PoolEvents { metrics, readiness }
+    }
+}
+
+impl PoolObserver for PoolEvents {
+    fn worker_ready(&self, worker_id: u64, spawn_time: Duration, versions: &Versions) {
+        self.metrics
+            .spawn_duration
+            .observe(spawn_time.as_secs_f64());
+        self.metrics
+            .note_versions(&versions.python, &versions.numpy, &versions.pandas);
+        self.readiness.worker_ready();
+        tracing::debug!(
+            worker_id,
+            spawn_ms = spawn_time.as_secs_f64() * 1e3,
+            "worker ready"
+        );
+    }
+
+    fn spawn_failed(&self, worker_id: u64, error: &SpawnError) {
+        self.metrics.spawn_failures.inc();
+        self.readiness.spawn_failed(&error.message);
+        tracing::warn!(worker_id, error = %error, "worker failed to start");
+    }
+
+    fn checked_out(&self, wait: Duration) {
+        self.metrics.queue_wait.observe(wait.as_secs_f64());
+    }
+
+    fn job_finished(&self, report: &JobReport) {
+        let outcome = match &report.outcome {
+            Ok(_) => "ok",
+            Err(failure) => Kind::of_failure(failure).as_str(),
+        };
+        self.metrics.jobs.with_label_values(&[outcome]).inc();
+        self.metrics
+            .job_duration
+            .with_label_values(&[outcome])
+            .observe(report.run_time.as_secs_f64());
+    }
+}

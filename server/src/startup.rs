@@ -1,0 +1,92 @@
+//! The real server's start-up: the sandbox and its self-check, the pool, the
+//! socket, then [`crate::run`] until a signal. Any failure before serving is
+//! an error that says what is missing and how to fix it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use pyexec_worker::nsjail::NsjailSandbox;
+use pyexec_worker::selfcheck::self_check;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::metrics::{BuildInfo, Metrics};
+use crate::state::AppState;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    log_config(&config);
+
+    let sandbox =
+        NsjailSandbox::new(config.nsjail_config()).context("the sandbox cannot be set up")?;
+    let report = self_check(&sandbox)
+        .await
+        .context("the sandbox self-check failed; refusing to run scripts without it")?;
+    tracing::info!(
+        python_version = %report.versions.python,
+        numpy_version = %report.versions.numpy,
+        pandas_version = %report.versions.pandas,
+        cgroup_mode = %report.cgroup_mode,
+        nsjail_version = %report.nsjail_version,
+        findings = %report.findings.join("; "),
+        "sandbox self-check passed"
+    );
+
+    let metrics = Arc::new(
+        Metrics::new(config.timeout, config.queue_timeout, config.spawn_timeout)
+            .context("setting up the metrics registry")?,
+    );
+    metrics.set_build_info(BuildInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        nsjail_version: report.nsjail_version.clone(),
+        python_version: report.versions.python.clone(),
+        numpy_version: report.versions.numpy.clone(),
+        pandas_version: report.versions.pandas.clone(),
+    });
+
+    // Bound before the pool starts, so a taken port fails before any jail is spawned.
+    let listener = TcpListener::bind(("0.0.0.0", config.port))
+        .await
+        .with_context(|| format!("cannot listen on 0.0.0.0:{} (PORT)", config.port))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+
+    let sandbox = Arc::new(sandbox);
+    let state = AppState::start(&config, sandbox.clone(), metrics);
+    tracing::info!(address = %address, port = address.port(), "listening");
+    crate::run(listener, state, crate::shutdown::signal_received()).await;
+    // Only now is every worker's cgroup gone, so the parent can go too.
+    sandbox.close();
+    Ok(())
+}
+
+/// The configuration at start-up. Nothing in it is secret: paths and limits.
+fn log_config(config: &Config) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        port = config.port,
+        timeout_s = config.timeout.as_secs_f64(),
+        cpu_seconds = config.cpu_seconds(),
+        max_script_chars = config.max_script_chars,
+        max_body_bytes = config.max_body_bytes(),
+        pool_size = config.pool_size,
+        queue_max = config.queue_max,
+        queue_timeout_s = config.queue_timeout.as_secs_f64(),
+        max_parallel_spawns = config.max_parallel_spawns,
+        nsjail = %config.nsjail.display(),
+        python = %config.python.display(),
+        nsjail_config = %config.nsjail_config.display(),
+        runner_dir = %config.runner_dir.display(),
+        memory_mb = config.memory_mb,
+        max_processes = config.max_processes,
+        max_file_mb = config.max_file_mb,
+        max_open_files = config.max_open_files,
+        cpus = config.cpus,
+        max_output_bytes = config.max_output_bytes,
+        max_result_bytes = config.max_result_bytes,
+        spawn_timeout_s = config.spawn_timeout.as_secs_f64(),
+        shutdown_grace_s = config.shutdown_grace.as_secs_f64(),
+        cgroup_parent = %config.cgroup_parent,
+        cgroup_mount = %config.cgroup_mount.display(),
+        gcp_project = config.gcp_project.as_deref().unwrap_or(""),
+        "starting pyexec"
+    );
+}

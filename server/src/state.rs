@@ -1,0 +1,68 @@
+//! What every request handler shares: the pool, the request limits, the
+//! metrics and the readiness facts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyexec_worker::{Pool, Sandbox};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pool_events::PoolEvents;
+use crate::readiness::Readiness;
+use crate::request_id::RequestIds;
+
+/// The limits a request is checked against, and the figures its error
+/// messages quote.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_script_chars: usize,
+    pub max_body_bytes: usize,
+    pub max_result_bytes: u64,
+    pub timeout: Duration,
+    pub memory_mb: u64,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Limits {
+        Limits {
+            max_script_chars: config.max_script_chars,
+            max_body_bytes: config.max_body_bytes(),
+            max_result_bytes: config.max_result_bytes,
+            timeout: config.timeout,
+            memory_mb: config.memory_mb,
+        }
+    }
+}
+
+pub struct AppState<S: Sandbox> {
+    pub pool: Pool<S>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub request_ids: RequestIds,
+    /// With it, trace headers become the log's trace field.
+    pub gcp_project: Option<String>,
+    /// How long in-flight requests get after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl<S: Sandbox> AppState<S> {
+    /// Starts the pool on `sandbox`, which must already have passed its
+    /// self-check: the server never serves on an unchecked sandbox. Must be
+    /// called inside a tokio runtime.
+    pub fn start(config: &Config, sandbox: S, metrics: Arc<Metrics>) -> Arc<AppState<S>> {
+        let readiness = Arc::new(Readiness::new());
+        let events = Arc::new(PoolEvents::new(metrics.clone(), readiness.clone()));
+        let pool = Pool::start(sandbox, config.pool_config(), events);
+        Arc::new(AppState {
+            pool,
+            limits: Limits::from_config(config),
+            metrics,
+            readiness,
+            request_ids: RequestIds::new(),
+            gcp_project: config.gcp_project.clone(),
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+}

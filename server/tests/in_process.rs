@@ -1,0 +1,543 @@
+//! The HTTP layer end to end, in-process, on a fake sandbox: every row of the
+//! status table, the request checks, request ids, metrics, overload and
+//! shutdown. (The same rows against the real jail are in `api.rs`.)
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::fake::FakeSandbox;
+use common::{execute, execute_with, get, request, scrape, send_raw, InProcessServer};
+
+#[tokio::test]
+async fn a_result_is_passed_through_with_the_output() {
+    let server = InProcessServer::start(&[]).await;
+    let response = execute(server.addr, r#"ok:{"a": 1.50, "b": [1, "x"]}"#).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.header("content-type"), Some("application/json"));
+    // Raw JSON passes through untouched: 1.50 was not re-encoded as 1.5.
+    assert!(
+        response
+            .text()
+            .starts_with(r#"{"result":{"a": 1.50, "b": [1, "x"]},"#),
+        "{}",
+        response.text()
+    );
+    let body = response.json();
+    assert_eq!(body["stdout"], "out\n");
+    assert_eq!(body["stderr"], "");
+    assert_eq!(body["stdout_truncated"], false);
+    assert!(body["duration_ms"].as_f64().unwrap() >= 0.0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn truncated_output_is_flagged() {
+    let server = InProcessServer::start(&[]).await;
+    let body = execute(server.addr, "noisy").await.json();
+    assert_eq!(body["stdout_truncated"], true);
+    assert_eq!(body["stdout"].as_str().unwrap().len(), 1000);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn every_job_failure_row_of_the_status_table() {
+    let server = InProcessServer::start(&[("PYEXEC_TIMEOUT", "0.2")]).await;
+    let rows = [
+        ("error:syntax_error", 400, "syntax_error"),
+        ("error:missing_main", 400, "missing_main"),
+        ("error:script_exception", 400, "script_exception"),
+        ("error:invalid_result", 400, "invalid_result"),
+        ("error:result_too_large", 400, "result_too_large"),
+        ("error:worker_exited", 400, "worker_exited"),
+        ("error:memory_limit", 400, "memory_limit"),
+        ("error:internal", 500, "internal"),
+        ("sleep", 408, "timeout"),
+        ("memory", 400, "memory_limit"),
+        ("exited", 400, "worker_exited"),
+        ("protocol", 400, "protocol_violation"),
+        ("sandbox", 500, "internal"),
+    ];
+    for (script, status, kind) in rows {
+        let response = execute(server.addr, script).await;
+        let body = response.json();
+        assert_eq!(
+            (response.status, body["kind"].as_str().unwrap()),
+            (status, kind),
+            "{script}: {body}"
+        );
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{script}: {body}"
+        );
+        assert_eq!(
+            body["stdout"], "out\n",
+            "{script}: the script ran, so its output is in the answer"
+        );
+        if status == 500 {
+            assert!(
+                !response.text().contains("secret"),
+                "internal detail leaked: {body}"
+            );
+        }
+    }
+    let exception = execute(server.addr, "error:script_exception").await.json();
+    assert_eq!(exception["line"], 3);
+    assert!(exception["traceback"]
+        .as_str()
+        .unwrap()
+        .starts_with("Traceback"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn request_rows_of_the_status_table() {
+    let server = InProcessServer::start(&[("PYEXEC_MAX_SCRIPT_CHARS", "10")]).await;
+    let addr = server.addr;
+    let json = [("Content-Type", "application/json")];
+    let cases: Vec<(common::Response, u16, &str)> = vec![
+        (
+            request(addr, "POST", "/execute", &json, b"not json").await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(addr, "POST", "/execute", &json, b"[]").await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(addr, "POST", "/execute", &json, b"{}").await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(addr, "POST", "/execute", &json, br#"{"script": 1}"#).await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(addr, "POST", "/execute", &json, br#"{"script": "  "}"#).await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(
+                addr,
+                "POST",
+                "/execute",
+                &json,
+                br#"{"script": "x", "args": []}"#,
+            )
+            .await,
+            400,
+            "invalid_request",
+        ),
+        (
+            request(addr, "POST", "/execute", &[], br#"{"script": "x"}"#).await,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            request(
+                addr,
+                "POST",
+                "/execute",
+                &[("Content-Type", "text/plain")],
+                br#"{"script": "x"}"#,
+            )
+            .await,
+            415,
+            "unsupported_media_type",
+        ),
+        (execute(addr, "12345678901").await, 413, "script_too_large"),
+        (get(addr, "/nope").await, 404, "not_found"),
+        (get(addr, "/execute").await, 405, "method_not_allowed"),
+        (
+            request(addr, "DELETE", "/metrics", &[], b"").await,
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (response, status, kind) in cases {
+        let body = response.json();
+        assert_eq!(
+            (response.status, body["kind"].as_str().unwrap()),
+            (status, kind),
+            "{body}"
+        );
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert!(body.get("stdout").is_none(), "no script ran: {body}");
+    }
+    // Ten characters of three bytes each are within a 10-character limit.
+    assert_eq!(execute(addr, "€€€€€€€€€€").await.status, 200);
+    assert_eq!(get(addr, "/execute").await.header("allow"), Some("POST"));
+    assert_eq!(
+        request(
+            addr,
+            "POST",
+            "/execute",
+            &[("Content-Type", "application/json; charset=utf-8")],
+            br#"{"script": "x"}"#
+        )
+        .await
+        .status,
+        200
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_refused_before_it_is_read() {
+    let server = InProcessServer::start(&[("PYEXEC_MAX_SCRIPT_CHARS", "10")]).await;
+    let limit = 10 * 6 + 64 * 1024;
+    // A declared length over the cap: answered from the head alone.
+    let head = format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        limit + 1
+    );
+    let started = Instant::now();
+    let response = send_raw(server.addr, head.as_bytes()).await;
+    assert_eq!(
+        (response.status, response.json()["kind"].as_str().unwrap()),
+        (413, "script_too_large")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "it waited for a body it should not read"
+    );
+
+    // A chunked body is cut off as it passes the cap.
+    let chunk = vec![b' '; 8192];
+    let mut raw = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..(limit / chunk.len() + 2) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let response = send_raw(server.addr, &raw).await;
+    assert_eq!(
+        (response.status, response.json()["kind"].as_str().unwrap()),
+        (413, "script_too_large")
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let server = InProcessServer::start(&[]).await;
+    assert_eq!(get(server.addr, "/healthz").await.json()["status"], "ok");
+    let ready = get(server.addr, "/readyz").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["ready"], true);
+    assert_eq!(
+        request(server.addr, "HEAD", "/healthz", &[], b"")
+            .await
+            .status,
+        200
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_broken_sandbox_is_not_ready() {
+    let sandbox = FakeSandbox {
+        broken: true,
+        ..FakeSandbox::default()
+    };
+    let env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let config =
+        pyexec_server::config::Config::from_env_with_cpus(|n| env.get(n).cloned(), 2).unwrap();
+    let metrics = std::sync::Arc::new(
+        pyexec_server::metrics::Metrics::new(
+            config.timeout,
+            config.queue_timeout,
+            config.spawn_timeout,
+        )
+        .unwrap(),
+    );
+    let state = pyexec_server::AppState::start(&config, sandbox, metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(pyexec_server::run(listener, state, async move {
+        let _ = stopped.await;
+    }));
+    let first = get(addr, "/readyz").await;
+    assert_eq!(first.status, 503);
+    assert!(first.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("warming up"));
+    // Spawns back off 100, 200, 400 ms: after three failures it says why.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let body = get(addr, "/readyz").await.json();
+        if body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fake sandbox is broken")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = scrape(addr).await;
+    assert!(common::sample(&metrics, "pyexec_worker_spawn_failures_total", &[]) >= 3.0);
+    let _ = stop.send(());
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let server = InProcessServer::start(&[]).await;
+    let mine = execute_with(server.addr, "x", &[("X-Request-Id", "client-abc.1")]).await;
+    assert_eq!(mine.header("x-request-id"), Some("client-abc.1"));
+    let bad = execute_with(server.addr, "x", &[("X-Request-Id", "no spaces allowed")]).await;
+    let made = bad.header("x-request-id").unwrap();
+    assert_eq!(made.len(), 32);
+    let a = get(server.addr, "/nope").await;
+    let b = get(server.addr, "/nope").await;
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+    assert!(
+        a.header("x-request-id").is_some(),
+        "errors carry the id too"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn overloaded_when_no_worker_comes() {
+    let sandbox = FakeSandbox {
+        spawn_delay: Duration::from_millis(600),
+        ..FakeSandbox::default()
+    };
+    let server = InProcessServer::start_with(
+        &[
+            ("PYEXEC_POOL_SIZE", "1"),
+            ("PYEXEC_QUEUE_MAX", "1"),
+            ("PYEXEC_QUEUE_TIMEOUT", "0.1"),
+        ],
+        sandbox,
+    )
+    .await;
+    // Takes the only warm worker; its replacement needs 600 ms.
+    let holder = tokio::spawn(execute(server.addr, "slow:300"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let waited = execute(server.addr, "x").await;
+    assert_eq!(waited.status, 503, "{}", waited.text());
+    assert_eq!(waited.json()["kind"], "overloaded");
+    assert_eq!(waited.header("retry-after"), Some("1"));
+    assert_eq!(holder.await.unwrap().status, 200);
+
+    let metrics = scrape(server.addr).await;
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "pyexec_rejected_total",
+            &[("reason", "overloaded")]
+        ),
+        1.0
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn queue_full_is_refused_at_once() {
+    let sandbox = FakeSandbox {
+        spawn_delay: Duration::from_millis(600),
+        ..FakeSandbox::default()
+    };
+    let server = InProcessServer::start_with(
+        &[
+            ("PYEXEC_POOL_SIZE", "1"),
+            ("PYEXEC_QUEUE_MAX", "0"),
+            ("PYEXEC_QUEUE_TIMEOUT", "5"),
+        ],
+        sandbox,
+    )
+    .await;
+    let holder = tokio::spawn(execute(server.addr, "slow:100"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let refused = execute(server.addr, "x").await;
+    assert_eq!(refused.status, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "a full queue must not make the client wait"
+    );
+    assert_eq!(holder.await.unwrap().status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn metrics_move_with_jobs() {
+    let server = InProcessServer::start(&[("PYEXEC_TIMEOUT", "0.2")]).await;
+    execute(server.addr, "x").await;
+    execute(server.addr, "error:script_exception").await;
+    execute(server.addr, "sleep").await;
+    execute(server.addr, "").await;
+    let m = scrape(server.addr).await;
+    for outcome in ["ok", "script_exception", "timeout"] {
+        assert_eq!(
+            common::sample(&m, "pyexec_jobs_total", &[("outcome", outcome)]),
+            1.0,
+            "{outcome}"
+        );
+        assert_eq!(
+            common::histogram_count(&m, "pyexec_job_duration_seconds", &[("outcome", outcome)]),
+            1,
+            "{outcome}"
+        );
+    }
+    assert_eq!(
+        common::sample(
+            &m,
+            "pyexec_rejected_total",
+            &[("reason", "invalid_request")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        common::sample(
+            &m,
+            "pyexec_http_requests_total",
+            &[("route", "/execute"), ("status", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        common::sample(
+            &m,
+            "pyexec_http_requests_total",
+            &[("route", "/execute"), ("status", "408")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        common::histogram_count(
+            &m,
+            "pyexec_http_request_duration_seconds",
+            &[("route", "/execute")]
+        ),
+        4
+    );
+    assert!(common::histogram_count(&m, "pyexec_queue_wait_seconds", &[]) >= 3);
+    assert!(common::histogram_count(&m, "pyexec_worker_spawn_duration_seconds", &[]) >= 2);
+    assert_eq!(common::sample(&m, "pyexec_pool_target_size", &[]), 4.0);
+    assert_eq!(common::sample(&m, "pyexec_queue_depth", &[]), 0.0);
+    assert!(common::sample(&m, "pyexec_workers", &[("state", "ready")]) >= 1.0);
+    assert_eq!(
+        common::sample(
+            &m,
+            "pyexec_build_info",
+            &[("python_version", "3.11.2"), ("pandas_version", "2.3.3")]
+        ),
+        1.0
+    );
+    assert!(common::sample(&m, "process_resident_memory_bytes", &[]) > 0.0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_worker() {
+    let sandbox = FakeSandbox::default();
+    let stopped = sandbox.stopped.clone();
+    let server = InProcessServer::start_with(&[("PYEXEC_TIMEOUT", "30")], sandbox).await;
+    let body = br#"{"script": "sleep"}"#;
+    let raw = format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, raw.as_bytes())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, body)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.state.pool.status().busy == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = stopped.load(Ordering::SeqCst);
+    drop(stream);
+    while stopped.load(Ordering::SeqCst) == before || server.state.pool.status().busy > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned job's worker was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut server = InProcessServer::start(&[("PYEXEC_SHUTDOWN_GRACE", "5")]).await;
+    let addr = server.addr;
+    let in_flight = tokio::spawn(execute(addr, "slow:300"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = server.begin_shutdown();
+    let answered = in_flight.await.unwrap();
+    assert_eq!(answered.status, 200, "{}", answered.text());
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("run returned")
+        .unwrap();
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+    assert!(server.state.pool.status().closed);
+}
+
+#[tokio::test]
+async fn shutdown_aborts_what_outlives_the_grace() {
+    let sandbox = FakeSandbox::default();
+    let stopped = sandbox.stopped.clone();
+    let mut server = InProcessServer::start_with(
+        &[("PYEXEC_SHUTDOWN_GRACE", "0.3"), ("PYEXEC_TIMEOUT", "60")],
+        sandbox,
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n{\"script\": \"sleep\"}",
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.state.pool.status().busy == 0 {
+        assert!(Instant::now() < deadline, "the job never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let before = stopped.load(Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), server.begin_shutdown())
+        .await
+        .expect("run returned")
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it did not wait for the grace period"
+    );
+    assert!(
+        stopped.load(Ordering::SeqCst) > before,
+        "the aborted job's worker was not stopped"
+    );
+    // The aborted request's connection closes without an answer.
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    )
+    .await
+    .expect("the connection was closed");
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
