@@ -159,6 +159,17 @@ impl Metrics {
         Ok(metrics)
     }
 
+    /// Creates the labelled counters at zero, so that a series exists (and
+    /// `rate()` works) from the first scrape, not only after its first event.
+    pub fn declare_labels(&self, job_outcomes: &[&str], rejection_reasons: &[&str]) {
+        for outcome in job_outcomes {
+            self.jobs.with_label_values(&[outcome]);
+        }
+        for reason in rejection_reasons {
+            self.rejected.with_label_values(&[reason]);
+        }
+    }
+
     /// Replaces the `pyexec_build_info` series.
     pub fn set_build_info(&self, info: BuildInfo) {
         let mut current = self.build.lock().unwrap_or_else(|p| p.into_inner());

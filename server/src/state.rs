@@ -7,6 +7,7 @@ use std::time::Duration;
 use pyexec_worker::{Pool, Sandbox};
 
 use crate::config::Config;
+use crate::http::error::Kind;
 use crate::metrics::Metrics;
 use crate::pool_events::PoolEvents;
 use crate::readiness::Readiness;
@@ -52,6 +53,7 @@ impl<S: Sandbox> AppState<S> {
     /// self-check: the server never serves on an unchecked sandbox. Must be
     /// called inside a tokio runtime.
     pub fn start(config: &Config, sandbox: S, metrics: Arc<Metrics>) -> Arc<AppState<S>> {
+        metrics.declare_labels(&Kind::job_outcomes(), &Kind::rejection_reasons());
         let readiness = Arc::new(Readiness::new());
         let events = Arc::new(PoolEvents::new(metrics.clone(), readiness.clone()));
         let pool = Pool::start(sandbox, config.pool_config(), events);

@@ -74,6 +74,27 @@ impl Kind {
         }
     }
 
+    /// Every `outcome` label of `pyexec_jobs_total`: "ok" and the kinds a job
+    /// that ran can fail with.
+    pub fn job_outcomes() -> Vec<&'static str> {
+        let failures = Kind::ALL.into_iter().filter(|k| {
+            !ApiError::new(*k, "").is_rejection()
+                && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed)
+        });
+        std::iter::once("ok")
+            .chain(failures.map(Kind::as_str))
+            .collect()
+    }
+
+    /// Every `reason` label of `pyexec_rejected_total`.
+    pub fn rejection_reasons() -> Vec<&'static str> {
+        Kind::ALL
+            .into_iter()
+            .filter(|k| ApiError::new(*k, "").is_rejection())
+            .map(Kind::as_str)
+            .collect()
+    }
+
     /// The kind a failed job answers with; also its `pyexec_jobs_total` outcome.
     pub fn of_failure(failure: &JobFailure) -> Kind {
         match failure {
@@ -300,6 +321,30 @@ mod tests {
     use http_body_util::BodyExt;
     use pyexec_worker::ScriptError;
     use std::time::Duration;
+
+    #[test]
+    fn metric_labels_cover_every_outcome_and_rejection() {
+        let outcomes = Kind::job_outcomes();
+        for expected in [
+            "ok",
+            "timeout",
+            "memory_limit",
+            "script_exception",
+            "internal",
+        ] {
+            assert!(outcomes.contains(&expected), "{outcomes:?}");
+        }
+        assert!(!outcomes.contains(&"overloaded") && !outcomes.contains(&"not_found"));
+        assert_eq!(
+            Kind::rejection_reasons(),
+            [
+                "invalid_request",
+                "unsupported_media_type",
+                "script_too_large",
+                "overloaded"
+            ]
+        );
+    }
 
     /// The README's status table, row by row.
     #[test]
