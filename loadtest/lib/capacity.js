@@ -1,0 +1,33 @@
+// The measured capacity (jobs/s the server sustains) every other script scales
+// its arrival rates from. Never guessed: CAPACITY=<jobs/s> from the environment,
+// or the file capacity.js wrote (CAPACITY_FILE, default loadtest/results/capacity.json).
+//
+// open() only works in the init context, so call loadCapacity() at module level.
+
+export const DEFAULT_CAPACITY_FILE = import.meta.resolve('../results/capacity.json');
+
+export function capacityFile() {
+  return __ENV.CAPACITY_FILE || DEFAULT_CAPACITY_FILE;
+}
+
+export function loadCapacity() {
+  if (__ENV.CAPACITY) {
+    const c = Number(__ENV.CAPACITY);
+    if (!(c > 0)) throw new Error(`CAPACITY=${__ENV.CAPACITY} must be a positive number of jobs/s`);
+    return { jobs_per_second: c, source: 'env CAPACITY' };
+  }
+  const path = capacityFile();
+  let text;
+  try {
+    text = open(path);
+  } catch (e) {
+    throw new Error(
+      `no capacity known: run "k6 run loadtest/capacity.js" first (it writes ${path}) ` +
+        `or set CAPACITY=<jobs/s>`,
+    );
+  }
+  const c = JSON.parse(text);
+  if (!(c.jobs_per_second > 0)) throw new Error(`${path} holds no positive jobs_per_second`);
+  c.source = path;
+  return c;
+}
