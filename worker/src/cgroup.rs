@@ -190,8 +190,9 @@ fn make_dir(dir: &Path) -> Result<(), String> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) if e.raw_os_error() == Some(nix::libc::EROFS) => Err(format!(
-            "cannot create {}: the cgroup filesystem is read-only. In Docker, give the \
-             container a writable cgroup tree (see the README's docker run line)",
+            "cannot create {}: the cgroup filesystem is read-only. In Docker, run with \
+             --cap-add SYS_ADMIN --security-opt seccomp=unconfined --cgroupns private \
+             (the image's entrypoint then remounts the container's own cgroups writable)",
             dir.display()
         )),
         Err(e) => Err(format!("cannot create {}: {e}", dir.display())),

@@ -50,6 +50,8 @@ const LOG_TAIL_LINES: usize = 30;
 const LOG_LINE_MAX: usize = 1000;
 /// nsjail exits 128 + n when the jailed process died of signal n.
 const SIGNAL_EXIT_BASE: i32 = 128;
+/// nsjail's exit status when it failed before exec (mounts, cgroups, seccomp).
+const NSJAIL_SETUP_FAILED: i32 = 255;
 
 /// The limits each job runs under.
 #[derive(Debug, Clone, PartialEq)]
@@ -523,7 +525,10 @@ impl NsjailWorker {
 
 fn describe_status(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
-        (Some(code), _) if code > SIGNAL_EXIT_BASE => {
+        (Some(NSJAIL_SETUP_FAILED), _) => {
+            "nsjail could not set up the jail (exit status 255)".into()
+        }
+        (Some(code), _) if code > SIGNAL_EXIT_BASE && code <= SIGNAL_EXIT_BASE + 64 => {
             let signal = code - SIGNAL_EXIT_BASE;
             let name = nix::sys::signal::Signal::try_from(signal).map_or("unknown", |s| s.as_str());
             format!("killed by signal {signal} ({name})")
@@ -613,5 +618,25 @@ impl Worker for NsjailWorker {
             let _ = self.child.wait().await;
         }
         self.cgroup.destroy().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_are_described_by_their_cause() {
+        let exited = |code: i32| describe_status(ExitStatus::from_raw(code << 8));
+        assert_eq!(exited(3), "exit status 3");
+        assert_eq!(exited(137), "killed by signal 9 (SIGKILL)");
+        assert_eq!(
+            exited(255),
+            "nsjail could not set up the jail (exit status 255)"
+        );
+        assert_eq!(
+            describe_status(ExitStatus::from_raw(9)),
+            "nsjail killed by signal 9"
+        );
     }
 }

@@ -178,7 +178,7 @@ fn explain_spawn_failure(message: &str) -> String {
     } else if message.contains("Operation not permitted") || message.contains("EPERM") {
         "the kernel refused to create namespaces or mounts: run as root with user \
          namespaces enabled; in Docker add --cap-add SYS_ADMIN --security-opt seccomp=unconfined \
-         (see the README)"
+         --cgroupns private (on AppArmor hosts also --security-opt apparmor=unconfined)"
     } else if message.contains("No such file") {
         "a path in nsjail.cfg or the sandbox Python is missing: run `make setup`"
     } else {
