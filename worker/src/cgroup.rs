@@ -407,7 +407,9 @@ impl JobCgroup {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.remove();
+        // rmdir can need retries while the kernel lets the last task go; they
+        // sleep, so keep them off the async workers.
+        let _ = tokio::task::spawn_blocking(move || self.remove()).await;
     }
 
     fn kill_all(&self) {
