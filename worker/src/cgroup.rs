@@ -454,6 +454,81 @@ mod tests {
         assert_eq!(counter(v2, "missing"), None);
     }
 
+    /// These machines are cgroup v1, so the v2 path is exercised on a plain
+    /// directory standing in for /sys/fs/cgroup: what it creates and writes,
+    /// and how it reads the OOM counter. (A real v2 kernel makes the control
+    /// files itself; here writes simply create them.)
+    #[test]
+    fn v2_layout_limits_and_oom_counter_on_a_stand_in_tree() {
+        let mount = std::env::temp_dir().join(format!("pyexec-v2-{}", std::process::id()));
+        fs::create_dir_all(&mount).unwrap();
+        fs::write(
+            mount.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+
+        let cgroups = Cgroups::prepare(&mount, "pyexec").unwrap();
+        assert_eq!(cgroups.mode(), CgroupMode::V2);
+        let root = mount.join("pyexec").join(std::process::id().to_string());
+        assert_eq!(cgroups.roots, vec![root.clone()]);
+        for dir in [&mount, &mount.join("pyexec"), &root] {
+            let delegated = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap();
+            assert_eq!(delegated, "+memory +pids +cpu", "{}", dir.display());
+        }
+
+        let dir = root.join("w1");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("memory.swap.max"), "max").unwrap();
+        let cgroup = JobCgroup {
+            mode: CgroupMode::V2,
+            dirs: vec![dir.clone()],
+            join: Vec::new(),
+        };
+        let limits = CgroupLimits {
+            memory_bytes: 256 << 20,
+            max_tasks: 129,
+            cpus: 1.5,
+        };
+        cgroup.apply(&limits).unwrap();
+        let read = |file: &str| fs::read_to_string(dir.join(file)).unwrap();
+        assert_eq!(read("memory.max"), "268435456");
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(read("pids.max"), "129");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(cgroup.memory_limit(), Some(256 << 20));
+
+        cgroup.set_cpu_priority(CpuPriority::Warmup);
+        assert_eq!(read("cpu.weight"), "6");
+        cgroup.set_cpu_priority(CpuPriority::Job);
+        assert_eq!(read("cpu.weight"), "100");
+
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cgroup.oom_killed());
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cgroup.oom_killed());
+
+        fs::remove_dir_all(&mount).unwrap();
+    }
+
+    #[test]
+    fn a_v2_tree_without_the_memory_controller_is_refused() {
+        let mount = std::env::temp_dir().join(format!("pyexec-v2-nomem-{}", std::process::id()));
+        fs::create_dir_all(&mount).unwrap();
+        fs::write(mount.join("cgroup.controllers"), "cpu pids\n").unwrap();
+        let err = Cgroups::prepare(&mount, "pyexec").unwrap_err();
+        assert!(err.contains("memory controller"), "{err}");
+        fs::remove_dir_all(&mount).unwrap();
+    }
+
     #[test]
     fn a_missing_hierarchy_is_refused_with_a_reason() {
         let empty = std::env::temp_dir().join(format!("pyexec-no-cgroup-{}", std::process::id()));
