@@ -23,7 +23,7 @@ import { requireReady } from './lib/ready.js';
 import { SHED_LIMIT_S, judge, postScript } from './lib/contract.js';
 import { SCRIPTS, mixType } from './lib/scripts.js';
 import { poolSnapshot, scrape } from './lib/prom.js';
-import { latencyThresholds, successThresholds } from './lib/thresholds.js';
+import { latencyThresholds, sheddingThresholds, successThresholds } from './lib/thresholds.js';
 
 const CAP = loadCapacity().jobs_per_second;
 const FACTOR = envNumber('SPIKE_FACTOR', 4);
@@ -81,12 +81,8 @@ export const options = {
   },
   summaryTrendStats: SUMMARY_TREND_STATS,
   thresholds: Object.assign(
+    sheddingThresholds(),
     {
-      job_client_timeout: ['count==0'],
-      job_other_5xx: ['count==0'],
-      job_shed_bad: ['count==0'],
-      job_contract: ['rate==1'],
-      job_shed_duration: [`max<${Math.round(SHED_LIMIT_S * 1000)}`],
       'job_unexpected{scenario:burst}': [`rate<=${MAX_ERROR_RATE}`],
       'job_shed{scenario:burst}': ['count>=0'],
       'http_reqs{scenario:burst}': ['count>=0'],

@@ -25,7 +25,7 @@ import { loadCapacity } from './lib/capacity.js';
 import { requireReady } from './lib/ready.js';
 import { SHED_LIMIT_S, judge, postScript } from './lib/contract.js';
 import { SCRIPTS, mixType } from './lib/scripts.js';
-import { latencyThresholds, successThresholds } from './lib/thresholds.js';
+import { latencyThresholds, sheddingThresholds, successThresholds } from './lib/thresholds.js';
 
 const CAP = loadCapacity().jobs_per_second;
 const FACTOR = envNumber('STRESS_FACTOR', 3);
@@ -86,14 +86,8 @@ export const options = {
   },
   summaryTrendStats: SUMMARY_TREND_STATS,
   thresholds: Object.assign(
+    sheddingThresholds(),
     {
-      // Every phase: no client timeout, no 5xx but 503 overloaded, no 503 without Retry-After.
-      job_client_timeout: ['count==0'],
-      job_other_5xx: ['count==0'],
-      job_shed_bad: ['count==0'],
-      job_contract: ['rate==1'],
-      // A refusal is fast: at worst it waited the queue deadline.
-      job_shed_duration: [`max<${Math.round(SHED_LIMIT_S * 1000)}`],
       // While overloaded: every answer expected or a proper 503; an accepted
       // hello-world waited at most the queue deadline before it ran.
       'job_unexpected{scenario:overload}': [`rate<=${MAX_ERROR_RATE}`],

@@ -3,6 +3,7 @@
 // scaled by LATENCY_FACTOR and offset by LATENCY_OFFSET_MS (see config.js) for
 // remote deployments. The timeout script is judged against PYEXEC_TIMEOUT.
 import { JOB_TIMEOUT_S, ms } from './config.js';
+import { SHED_LIMIT_S } from './contract.js';
 import { SUCCESS_TYPES, TYPES } from './scripts.js';
 
 export const BUDGET_MS = {
@@ -43,4 +44,17 @@ export function successThresholds(maxRate, extra) {
   out[extra ? `job_failed{${extra}}` : 'job_failed'] = [`rate<=${maxRate}`];
   for (const t of SUCCESS_TYPES) out[`job_failed{type:${t}${suffix}}`] = [`rate<=${maxRate}`];
   return out;
+}
+
+// What must hold in every phase of a test that overloads the server: no client
+// timeout, no 5xx but 503 overloaded, no 503 without Retry-After, every answer
+// in the contract's shape, and a refusal at worst after the queue deadline.
+export function sheddingThresholds() {
+  return {
+    job_client_timeout: ['count==0'],
+    job_other_5xx: ['count==0'],
+    job_shed_bad: ['count==0'],
+    job_contract: ['rate==1'],
+    job_shed_duration: [`max<${Math.round(SHED_LIMIT_S * 1000)}`],
+  };
 }
