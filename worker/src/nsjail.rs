@@ -9,9 +9,10 @@
 //! 3 job socket  4 job stdout  5 job stderr
 //! ```
 //!
-//! The runner points fds 1 and 2 at 4 and 5 only once its job arrives, and
-//! closes them before it answers, so the server sees end-of-file on the
-//! output pipes as soon as the script is done.
+//! The runner points fds 1 and 2 at 4 and 5 only once its job arrives and
+//! flushes them before it answers. nsjail keeps its own copies of 3–5 open
+//! until it exits, so the output is collected without waiting for end-of-file
+//! (see [`crate::capture`]).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
