@@ -96,6 +96,7 @@ async fn metrics_move_as_jobs_run() {
         .expect("pyexec_build_info");
     for label in [
         "version",
+        "nsjail_version",
         "python_version",
         "numpy_version",
         "pandas_version",
