@@ -28,7 +28,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::pipe2;
 use serde_json::value::RawValue;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -49,6 +49,8 @@ const FRAME_OVERHEAD: usize = 1 << 20;
 /// nsjail log lines kept per worker to explain a failed spawn.
 const LOG_TAIL_LINES: usize = 30;
 const LOG_LINE_MAX: usize = 1000;
+/// Bytes read from nsjail's log pipe at a time.
+const LOG_CHUNK: usize = 4096;
 /// nsjail exits 128 + n when the jailed process died of signal n.
 const SIGNAL_EXIT_BASE: i32 = 128;
 /// nsjail's exit status when it failed before exec (mounts, cgroups, seccomp).
@@ -443,19 +445,42 @@ fn unsafe_owned(raw: i32) -> OwnedFd {
 }
 
 /// Logs nsjail's lines for one worker at debug level and keeps the last few.
-async fn follow_log(id: u64, pipe: pipe::Receiver, tail: LogTail) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(mut line)) = lines.next_line().await {
-        if line.len() > LOG_LINE_MAX {
-            let mut cut = LOG_LINE_MAX;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
+///
+/// Reads in chunks with a byte bound: a line longer than `LOG_LINE_MAX` is cut
+/// there and the rest of it discarded as it arrives, never buffered, so
+/// nothing written into the pipe (from the jail, at memory speed) can grow the
+/// server's memory.
+async fn follow_log(id: u64, mut pipe: pipe::Receiver, tail: LogTail) {
+    let mut chunk = vec![0u8; LOG_CHUNK];
+    let mut line: Vec<u8> = Vec::with_capacity(LOG_LINE_MAX);
+    loop {
+        let read = match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(read) => read,
+        };
+        for piece in chunk[..read].split_inclusive(|&b| b == b'\n') {
+            let (text, ends_line) = match piece.split_last() {
+                Some((b'\n', text)) => (text, true),
+                _ => (piece, false),
+            };
+            let room = LOG_LINE_MAX - line.len();
+            line.extend_from_slice(&text[..text.len().min(room)]);
+            if ends_line {
+                log_line(id, &tail, &line);
+                line.clear();
             }
-            line.truncate(cut);
         }
-        tracing::debug!(worker = id, "nsjail: {line}");
-        tail.push(line);
     }
+    if !line.is_empty() {
+        log_line(id, &tail, &line);
+    }
+}
+
+fn log_line(id: u64, tail: &LogTail, line: &[u8]) {
+    let line = String::from_utf8_lossy(line);
+    let line = line.trim_end_matches('\r');
+    tracing::debug!(worker = id, "nsjail: {line}");
+    tail.push(line.to_string());
 }
 
 impl NsjailWorker {
@@ -625,6 +650,29 @@ impl Worker for NsjailWorker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_log_follower_cuts_long_lines_and_keeps_reading() {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let tail = LogTail::default();
+        let follower = tokio::spawn(follow_log(
+            1,
+            pipe::Receiver::from_owned_fd(read).unwrap(),
+            tail.clone(),
+        ));
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let mut pipe = std::fs::File::from(write);
+            pipe.write_all(&vec![b'A'; 4 << 20]).unwrap();
+            pipe.write_all(b"\nsecond\r\nunterminated").unwrap();
+        });
+        follower.await.unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            tail.text(),
+            format!("{}\nsecond\nunterminated", "A".repeat(LOG_LINE_MAX))
+        );
+    }
 
     #[test]
     fn exit_statuses_are_described_by_their_cause() {
