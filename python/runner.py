@@ -10,6 +10,8 @@ File descriptors on entry (set up by the server):
     0, 1 -> /dev/null    2 -> the server's log (warm-up and protocol errors)
     3    -> the job socket
     4, 5 -> the job's stdout / stderr capture pipes
+Before the script runs, fd 2 is pointed at the stderr pipe and the runner's
+own copy of the log is closed: the script never holds the log.
 
 The script runs in this process and can do anything Python can: close fds,
 monkeypatch modules and builtins, replace sys.stdout, write to fds. So every
@@ -817,21 +819,23 @@ def main():
         _os_exit(0)  # the server shut this worker down before giving it a job
 
     source, max_result_bytes = job
+    # The script must not reach the server's log: a pipe it could fill at
+    # memory speed. From here on, errors travel in the result frame (or, if
+    # even that fails, in the exit status).
+    _os_close(log_fd)
     try:
         point_stdio_at_capture_pipes()
         frame = run_job(source, max_result_bytes)
     except BaseException as exc:
-        log(log_fd, f"internal error: {type(exc).__name__}: {_safe_str(exc)}")
         frame = _internal_error_frame(exc)
 
     try:
         release_capture_pipes(devnull_fd)
-    except BaseException as exc:
-        log(log_fd, f"could not release the capture pipes: {_safe_str(exc)}")
+    except BaseException:
+        pass  # the answer matters more than output the script already broke
     try:
         send_frame(job_fd, frame)
-    except BaseException as exc:
-        log(log_fd, f"could not send the result frame: {_safe_str(exc)}")
+    except BaseException:
         _os_exit(EXIT_INTERNAL_ERROR)
     _os_exit(0)
 

@@ -608,6 +608,25 @@ class HostileScriptTest(unittest.TestCase):
         self.assertEqual(finished.frame["result"], {"wrote": "[Errno 9] Bad file descriptor"})
 
 
+    def test_script_cannot_reach_the_log_pipe(self):
+        # Every pipe the script can find gets a marker: only stdout and stderr
+        # may carry it, never the server's log (issue 9: 300 MiB went there).
+        finished = run_script(self, dedent("""
+            import os, stat
+            def main():
+                for fd in range(256):
+                    try:
+                        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                            os.write(fd, b"leak %d\\n" % fd)
+                    except OSError:
+                        pass
+                return {}
+        """))
+        self.assertEqual(finished.frame, {"type": "result", "result": {}})
+        self.assertEqual(finished.log, b"")
+        self.assertEqual((finished.stdout, finished.stderr), (b"leak 1\n", b"leak 2\n"))
+
+
 class ProtocolErrorTest(unittest.TestCase):
 
     def finish_with_bytes(self, data, close=True):
