@@ -1,164 +1,312 @@
 //! The server's configuration: environment variables, read once at start-up.
 //!
-//! [`VARIABLES`] is the one list of every variable with its default and
-//! meaning; `pyexec --help` prints it as the README's Markdown table, and a
-//! test checks that the parser reads exactly these names. An empty value
-//! counts as unset. A bad value is a [`ConfigError`] naming the variable;
-//! `main` prints it and exits 64 (EX_USAGE).
+//! Each variable is one [`Var`] below, carrying its name, its default, its
+//! meaning and its parser. `pyexec --help` prints [`VARIABLES`] as the
+//! README's Markdown table (a test compares the two), and [`Config::from_env`]
+//! reads every value through the same entries: a default is written once, so
+//! the help, the README and the behaviour can't drift apart. An empty value
+//! counts as unset. A bad value, or values that contradict each other, is a
+//! [`ConfigError`] naming the variables; `main` prints it and exits 64
+//! (EX_USAGE) rather than failing request by request later.
 
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
 use pyexec_worker::PoolConfig;
 
 /// One environment variable the server reads.
-pub struct EnvVar {
+pub struct Var<T> {
     pub name: &'static str,
-    pub default: &'static str,
+    pub default: DefaultValue<T>,
     pub meaning: &'static str,
+    /// Reads a set value; the error says what a valid value looks like.
+    pub parse: fn(&str) -> Result<T, String>,
 }
 
-const fn var(name: &'static str, default: &'static str, meaning: &'static str) -> EnvVar {
-    EnvVar {
-        name,
-        default,
-        meaning,
+/// What a variable is when it is unset.
+pub enum DefaultValue<T> {
+    /// Written as a user would write it, and read by the variable's own parser.
+    Text(&'static str),
+    /// Worked out at start-up; `shown` is how the table describes it.
+    Derived {
+        shown: &'static str,
+        derive: fn(&Machine) -> T,
+    },
+}
+
+/// What derived defaults follow.
+pub struct Machine {
+    pub cpus: usize,
+    /// The pool size already read (only the variables after it use it).
+    pub pool_size: usize,
+}
+
+/// A row of the table, whatever the variable's type.
+pub trait Row: Sync {
+    fn name(&self) -> &'static str;
+    fn default_shown(&self) -> &'static str;
+    fn meaning(&self) -> &'static str;
+}
+
+impl<T> Row for Var<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn default_shown(&self) -> &'static str {
+        match self.default {
+            DefaultValue::Text(text) => text,
+            DefaultValue::Derived { shown, .. } => shown,
+        }
+    }
+
+    fn meaning(&self) -> &'static str {
+        self.meaning
     }
 }
 
-/// Every variable, in the order of the README table.
-///
-/// Why the pool default is two workers per core: a spawn (interpreter start
-/// plus the numpy/pandas imports) costs about 0.35 CPU-s, so with two per core
-/// one is ready to take a job while the other refills.
-pub const VARIABLES: &[EnvVar] = &[
-    var(
-        "PORT",
-        "8080",
-        "TCP port to listen on (0.0.0.0), as Cloud Run sets it",
-    ),
-    var(
-        "PYEXEC_TIMEOUT",
-        "10",
+pub static PORT: Var<u16> = Var {
+    name: "PORT",
+    default: DefaultValue::Text("8080"),
+    meaning: "TCP port to listen on (0.0.0.0), as Cloud Run sets it",
+    parse: |s| number(s, "a TCP port, 0 to 65535", |_| true),
+};
+
+pub static TIMEOUT: Var<Duration> = Var {
+    name: "PYEXEC_TIMEOUT",
+    default: DefaultValue::Text("10"),
+    meaning:
         "wall-clock limit of a job, seconds (decimals allowed); CPU limit is ceil(timeout)+1 s",
-    ),
-    var(
-        "PYEXEC_MAX_SCRIPT_CHARS",
-        "100000",
-        "longest script accepted, in characters (not bytes)",
-    ),
-    var(
-        "PYEXEC_POOL_SIZE",
-        "2 × CPUs, at least 2",
-        "warm workers; 0 = one jail per request. Two per core: one ready while one refills",
-    ),
-    var(
-        "PYEXEC_QUEUE_MAX",
-        "4 × max(pool size, 2)",
-        "requests that may wait for a worker; one more gets 503 overloaded",
-    ),
-    var(
-        "PYEXEC_QUEUE_TIMEOUT",
-        "5",
-        "seconds a request may wait for a worker before 503 overloaded",
-    ),
-    var(
-        "PYEXEC_MAX_PARALLEL_SPAWNS",
-        "CPUs",
-        "worker spawns running at once, so refilling can't starve running jobs",
-    ),
-    var(
-        "PYEXEC_NSJAIL",
-        "/opt/pyexec/bin/nsjail",
-        "path of the nsjail binary",
-    ),
-    var(
-        "PYEXEC_PYTHON",
-        "/opt/pyexec/sandbox-venv/bin/python3",
-        "the sandbox Python (with numpy and pandas)",
-    ),
-    var(
-        "PYEXEC_NSJAIL_CONFIG",
-        "nsjail.cfg",
-        "the jail policy, relative to the working directory",
-    ),
-    var(
-        "PYEXEC_RUNNER_DIR",
-        "python",
-        "directory holding runner.py, relative to the working directory",
-    ),
-    var(
-        "PYEXEC_MEMORY_MB",
-        "256",
-        "memory limit of one jail (memory cgroup), MiB",
-    ),
-    var(
-        "PYEXEC_MAX_PROCESSES",
-        "128",
-        "processes and threads one jail may have at once (pids cgroup)",
-    ),
-    var(
-        "PYEXEC_MAX_FILE_MB",
-        "10",
-        "largest file a script may write, MiB (RLIMIT_FSIZE)",
-    ),
-    var(
-        "PYEXEC_MAX_OPEN_FILES",
-        "128",
-        "open files per process (RLIMIT_NOFILE)",
-    ),
-    var(
-        "PYEXEC_CPUS",
-        "1",
-        "CPU quota of one jail, in cores (decimals allowed)",
-    ),
-    var(
-        "PYEXEC_MAX_OUTPUT_BYTES",
-        "1048576",
-        "cap on each of stdout and stderr; more is cut and flagged *_truncated",
-    ),
-    var(
-        "PYEXEC_MAX_RESULT_BYTES",
-        "10485760",
-        "cap on the JSON of main()'s result (result_too_large beyond)",
-    ),
-    var(
-        "PYEXEC_SPAWN_TIMEOUT",
-        "30",
-        "seconds a worker may take from launch to ready",
-    ),
-    var(
-        "PYEXEC_SHUTDOWN_GRACE",
-        "8",
-        "seconds in-flight requests get after SIGTERM (inside Cloud Run's 10 s)",
-    ),
-    var(
-        "PYEXEC_CGROUP_PARENT",
-        "pyexec",
-        "cgroup under which the per-worker cgroups are made",
-    ),
-    var(
-        "PYEXEC_CGROUP_MOUNT",
-        "/sys/fs/cgroup",
-        "where the cgroup filesystem (v1 or v2) is mounted",
-    ),
-    var(
-        "PYEXEC_LOG_LEVEL",
-        "info",
-        "error, warn, info, debug or trace",
-    ),
-    var(
-        "PYEXEC_LOG_FORMAT",
-        "json",
-        "json (one Cloud Logging object per line) or text (for a terminal)",
-    ),
-    var(
-        "GOOGLE_CLOUD_PROJECT",
-        "(unset)",
-        "GCP project id; with it, trace headers become the log's trace field",
-    ),
+    parse: |s| seconds(s, false),
+};
+
+pub static MAX_SCRIPT_CHARS: Var<usize> = Var {
+    name: "PYEXEC_MAX_SCRIPT_CHARS",
+    default: DefaultValue::Text("100000"),
+    meaning: "longest script accepted, in characters (not bytes)",
+    parse: |s| number(s, "a positive number of characters", |n| *n > 0),
+};
+
+/// Two workers per core: a spawn (interpreter start plus the numpy/pandas
+/// imports) costs about a quarter of a CPU-second, so one is ready to take a
+/// job while the other refills.
+pub static POOL_SIZE: Var<usize> = Var {
+    name: "PYEXEC_POOL_SIZE",
+    default: DefaultValue::Derived {
+        shown: "2 × CPUs, at least 2",
+        derive: |m| (2 * m.cpus).max(2),
+    },
+    meaning: "warm workers; 0 = one jail per request. Two per core: one ready while one refills",
+    parse: |s| number(s, "a number of workers, 0 to 4096", |n| *n <= 4096),
+};
+
+pub static QUEUE_MAX: Var<usize> = Var {
+    name: "PYEXEC_QUEUE_MAX",
+    default: DefaultValue::Derived {
+        shown: "4 × max(pool size, 2)",
+        derive: |m| 4 * m.pool_size.max(2),
+    },
+    meaning: "requests that may wait for a worker; one more gets 503 overloaded",
+    parse: |s| number(s, "a number of waiting requests", |_| true),
+};
+
+pub static QUEUE_TIMEOUT: Var<Duration> = Var {
+    name: "PYEXEC_QUEUE_TIMEOUT",
+    default: DefaultValue::Text("5"),
+    meaning: "seconds a request may wait for a worker before 503 overloaded",
+    parse: |s| seconds(s, true),
+};
+
+pub static MAX_PARALLEL_SPAWNS: Var<usize> = Var {
+    name: "PYEXEC_MAX_PARALLEL_SPAWNS",
+    default: DefaultValue::Derived {
+        shown: "CPUs",
+        derive: |m| m.cpus.max(1),
+    },
+    meaning: "worker spawns running at once, so refilling can't starve running jobs",
+    parse: |s| number(s, "a positive number of spawns", |n| *n > 0),
+};
+
+pub static NSJAIL: Var<PathBuf> = Var {
+    name: "PYEXEC_NSJAIL",
+    default: DefaultValue::Text("/opt/pyexec/bin/nsjail"),
+    meaning: "path of the nsjail binary",
+    parse: path,
+};
+
+pub static PYTHON: Var<PathBuf> = Var {
+    name: "PYEXEC_PYTHON",
+    default: DefaultValue::Text("/opt/pyexec/sandbox-venv/bin/python3"),
+    meaning: "the sandbox Python (with numpy and pandas)",
+    parse: path,
+};
+
+pub static NSJAIL_CONFIG: Var<PathBuf> = Var {
+    name: "PYEXEC_NSJAIL_CONFIG",
+    default: DefaultValue::Text("nsjail.cfg"),
+    meaning: "the jail policy, relative to the working directory",
+    parse: path,
+};
+
+pub static RUNNER_DIR: Var<PathBuf> = Var {
+    name: "PYEXEC_RUNNER_DIR",
+    default: DefaultValue::Text("python"),
+    meaning: "directory holding runner.py, relative to the working directory",
+    parse: path,
+};
+
+pub static MEMORY_MB: Var<u64> = Var {
+    name: "PYEXEC_MEMORY_MB",
+    default: DefaultValue::Text("256"),
+    meaning: "memory limit of one jail (memory cgroup), MiB",
+    parse: |s| number(s, "a number of MiB, 16 or more", |n| *n >= 16),
+};
+
+pub static MAX_PROCESSES: Var<u32> = Var {
+    name: "PYEXEC_MAX_PROCESSES",
+    default: DefaultValue::Text("128"),
+    meaning: "processes and threads one jail may have at once (pids cgroup)",
+    parse: |s| number(s, "a positive number of processes", |n| *n > 0),
+};
+
+pub static MAX_FILE_MB: Var<u64> = Var {
+    name: "PYEXEC_MAX_FILE_MB",
+    default: DefaultValue::Text("10"),
+    meaning: "largest file a script may write, MiB (RLIMIT_FSIZE)",
+    parse: |s| number(s, "a positive number of MiB", |n| *n > 0),
+};
+
+pub static MAX_OPEN_FILES: Var<u32> = Var {
+    name: "PYEXEC_MAX_OPEN_FILES",
+    default: DefaultValue::Text("128"),
+    meaning: "open files per process (RLIMIT_NOFILE)",
+    parse: |s| {
+        number(
+            s,
+            "a number of files, 16 or more (Python needs a few itself)",
+            |n| *n >= 16,
+        )
+    },
+};
+
+pub static CPUS: Var<f64> = Var {
+    name: "PYEXEC_CPUS",
+    default: DefaultValue::Text("1"),
+    meaning: "CPU quota of one jail, in cores (decimals allowed)",
+    parse: |s| {
+        number(s, "a positive number of cores, e.g. 1 or 0.5", |n: &f64| {
+            n.is_finite() && *n > 0.0
+        })
+    },
+};
+
+pub static MAX_OUTPUT_BYTES: Var<usize> = Var {
+    name: "PYEXEC_MAX_OUTPUT_BYTES",
+    default: DefaultValue::Text("1048576"),
+    meaning: "cap on each of stdout and stderr; more is cut and flagged *_truncated",
+    parse: |s| number(s, "a number of bytes", |_| true),
+};
+
+pub static MAX_RESULT_BYTES: Var<u64> = Var {
+    name: "PYEXEC_MAX_RESULT_BYTES",
+    default: DefaultValue::Text("10485760"),
+    meaning: "cap on the JSON of main()'s result (result_too_large beyond)",
+    parse: |s| number(s, "a positive number of bytes", |n| *n > 0),
+};
+
+pub static SPAWN_TIMEOUT: Var<Duration> = Var {
+    name: "PYEXEC_SPAWN_TIMEOUT",
+    default: DefaultValue::Text("30"),
+    meaning: "seconds a worker may take from launch to ready",
+    parse: |s| seconds(s, false),
+};
+
+pub static SHUTDOWN_GRACE: Var<Duration> = Var {
+    name: "PYEXEC_SHUTDOWN_GRACE",
+    default: DefaultValue::Text("8"),
+    meaning: "seconds in-flight requests get after SIGTERM (inside Cloud Run's 10 s)",
+    parse: |s| seconds(s, true),
+};
+
+pub static CGROUP_PARENT: Var<String> = Var {
+    name: "PYEXEC_CGROUP_PARENT",
+    default: DefaultValue::Text("pyexec"),
+    meaning: "cgroup under which the per-worker cgroups are made",
+    parse: cgroup_name,
+};
+
+pub static CGROUP_MOUNT: Var<PathBuf> = Var {
+    name: "PYEXEC_CGROUP_MOUNT",
+    default: DefaultValue::Text("/sys/fs/cgroup"),
+    meaning: "where the cgroup filesystem (v1 or v2) is mounted",
+    parse: path,
+};
+
+pub static LOG_LEVEL: Var<tracing::Level> = Var {
+    name: "PYEXEC_LOG_LEVEL",
+    default: DefaultValue::Text("info"),
+    meaning: "error, warn, info, debug or trace",
+    parse: |s| {
+        choice(
+            s,
+            &[
+                ("error", tracing::Level::ERROR),
+                ("warn", tracing::Level::WARN),
+                ("info", tracing::Level::INFO),
+                ("debug", tracing::Level::DEBUG),
+                ("trace", tracing::Level::TRACE),
+            ],
+        )
+    },
+};
+
+pub static LOG_FORMAT: Var<LogFormat> = Var {
+    name: "PYEXEC_LOG_FORMAT",
+    default: DefaultValue::Text("json"),
+    meaning: "json (one Cloud Logging object per line) or text (for a terminal)",
+    parse: |s| choice(s, &[("json", LogFormat::Json), ("text", LogFormat::Text)]),
+};
+
+pub static GCP_PROJECT: Var<Option<String>> = Var {
+    name: "GOOGLE_CLOUD_PROJECT",
+    default: DefaultValue::Derived {
+        shown: "(unset)",
+        derive: |_| None,
+    },
+    meaning: "GCP project id; with it, trace headers become the log's trace field",
+    parse: |s| Ok(Some(s.to_string())),
+};
+
+/// Every variable, in the order of the README table.
+pub static VARIABLES: &[&dyn Row] = &[
+    &PORT,
+    &TIMEOUT,
+    &MAX_SCRIPT_CHARS,
+    &POOL_SIZE,
+    &QUEUE_MAX,
+    &QUEUE_TIMEOUT,
+    &MAX_PARALLEL_SPAWNS,
+    &NSJAIL,
+    &PYTHON,
+    &NSJAIL_CONFIG,
+    &RUNNER_DIR,
+    &MEMORY_MB,
+    &MAX_PROCESSES,
+    &MAX_FILE_MB,
+    &MAX_OPEN_FILES,
+    &CPUS,
+    &MAX_OUTPUT_BYTES,
+    &MAX_RESULT_BYTES,
+    &SPAWN_TIMEOUT,
+    &SHUTDOWN_GRACE,
+    &CGROUP_PARENT,
+    &CGROUP_MOUNT,
+    &LOG_LEVEL,
+    &LOG_FORMAT,
+    &GCP_PROJECT,
 ];
 
 /// `VARIABLES` as a Markdown table, for the README.
@@ -167,11 +315,25 @@ pub fn markdown_table() -> String {
     for var in VARIABLES {
         table.push_str(&format!(
             "| `{}` | {} | {} |\n",
-            var.name, var.default, var.meaning
+            var.name(),
+            var.default_shown(),
+            var.meaning()
         ));
     }
     table
 }
+
+/// The largest job frame the runner accepts (`MAX_JOB_FRAME_BYTES` in
+/// python/runner.py; a test checks the two agree).
+const RUNNER_MAX_JOB_FRAME: usize = 16 << 20;
+/// Room in a job frame beyond the script's JSON string: the envelope.
+const JOB_ENVELOPE: usize = 1024;
+/// JSON spends at most this many bytes on one character (`\u00XX`).
+const MAX_JSON_BYTES_PER_CHAR: usize = 6;
+/// The worker reads result frames of up to the result cap plus this much
+/// (`FRAME_OVERHEAD` in the worker's nsjail.rs): the envelope and an
+/// error's traceback.
+const RESULT_FRAME_ROOM: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -209,21 +371,47 @@ pub struct Config {
     pub gcp_project: Option<String>,
 }
 
-/// A variable whose value can't be used.
+/// A configuration the server refuses to start with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub name: &'static str,
-    pub value: String,
-    pub expected: String,
+pub enum ConfigError {
+    /// A variable whose value can't be used.
+    Invalid {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// Values that are each fine but contradict each other.
+    Conflict {
+        names: Vec<&'static str>,
+        why: String,
+    },
+}
+
+impl ConfigError {
+    /// The variables at fault.
+    pub fn names(&self) -> Vec<&'static str> {
+        match self {
+            ConfigError::Invalid { name, .. } => vec![name],
+            ConfigError::Conflict { names, .. } => names.clone(),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid environment variable {}={:?}: expected {}",
-            self.name, self.value, self.expected
-        )
+        match self {
+            ConfigError::Invalid {
+                name,
+                value,
+                expected,
+            } => write!(
+                f,
+                "invalid environment variable {name}={value:?}: expected {expected}"
+            ),
+            ConfigError::Conflict { names, why } => {
+                write!(f, "{} do not fit together: {why}", names.join(" and "))
+            }
+        }
     }
 }
 
@@ -243,110 +431,87 @@ impl Config {
         cpus: usize,
     ) -> Result<Config, ConfigError> {
         let env = Env { get: &env };
-        let pool_size = env.parse(
-            "PYEXEC_POOL_SIZE",
-            (2 * cpus).max(2),
-            "a number of workers, 0 to 4096",
-            |n| *n <= 4096,
-        )?;
+        let mut machine = Machine { cpus, pool_size: 0 };
+        let pool_size = env.read(&POOL_SIZE, &machine)?;
+        machine.pool_size = pool_size;
+        let m = &machine;
         let config = Config {
-            port: env.parse("PORT", 8080, "a TCP port, 0 to 65535", |_| true)?,
-            timeout: env.seconds("PYEXEC_TIMEOUT", 10.0, false)?,
-            max_script_chars: env.parse(
-                "PYEXEC_MAX_SCRIPT_CHARS",
-                100_000,
-                "a positive number of characters",
-                |n| *n > 0,
-            )?,
+            port: env.read(&PORT, m)?,
+            timeout: env.read(&TIMEOUT, m)?,
+            max_script_chars: env.read(&MAX_SCRIPT_CHARS, m)?,
             pool_size,
-            queue_max: env.parse(
-                "PYEXEC_QUEUE_MAX",
-                4 * pool_size.max(2),
-                "a number of waiting requests",
-                |_| true,
-            )?,
-            queue_timeout: env.seconds("PYEXEC_QUEUE_TIMEOUT", 5.0, true)?,
-            max_parallel_spawns: env.parse(
-                "PYEXEC_MAX_PARALLEL_SPAWNS",
-                cpus.max(1),
-                "a positive number of spawns",
-                |n| *n > 0,
-            )?,
-            nsjail: env.path("PYEXEC_NSJAIL", "/opt/pyexec/bin/nsjail")?,
-            python: env.path("PYEXEC_PYTHON", "/opt/pyexec/sandbox-venv/bin/python3")?,
-            nsjail_config: env.path("PYEXEC_NSJAIL_CONFIG", "nsjail.cfg")?,
-            runner_dir: env.path("PYEXEC_RUNNER_DIR", "python")?,
-            memory_mb: env.parse(
-                "PYEXEC_MEMORY_MB",
-                256,
-                "a number of MiB, 16 or more",
-                |n| *n >= 16,
-            )?,
-            max_processes: env.parse(
-                "PYEXEC_MAX_PROCESSES",
-                128,
-                "a positive number of processes",
-                |n| *n > 0,
-            )?,
-            max_file_mb: env.parse("PYEXEC_MAX_FILE_MB", 10, "a positive number of MiB", |n| {
-                *n > 0
-            })?,
-            max_open_files: env.parse(
-                "PYEXEC_MAX_OPEN_FILES",
-                128,
-                "a number of files, 16 or more (Python needs a few itself)",
-                |n| *n >= 16,
-            )?,
-            cpus: env.parse(
-                "PYEXEC_CPUS",
-                1.0,
-                "a positive number of cores, e.g. 1 or 0.5",
-                |n: &f64| n.is_finite() && *n > 0.0,
-            )?,
-            max_output_bytes: env.parse(
-                "PYEXEC_MAX_OUTPUT_BYTES",
-                1 << 20,
-                "a number of bytes",
-                |_| true,
-            )?,
-            max_result_bytes: env.parse(
-                "PYEXEC_MAX_RESULT_BYTES",
-                10 << 20,
-                "a positive number of bytes",
-                |n| *n > 0,
-            )?,
-            spawn_timeout: env.seconds("PYEXEC_SPAWN_TIMEOUT", 30.0, false)?,
-            shutdown_grace: env.seconds("PYEXEC_SHUTDOWN_GRACE", 8.0, true)?,
-            cgroup_parent: env.cgroup_name("PYEXEC_CGROUP_PARENT", "pyexec")?,
-            cgroup_mount: env.path("PYEXEC_CGROUP_MOUNT", "/sys/fs/cgroup")?,
-            log_level: env.choice(
-                "PYEXEC_LOG_LEVEL",
-                "info",
-                &[
-                    ("error", tracing::Level::ERROR),
-                    ("warn", tracing::Level::WARN),
-                    ("info", tracing::Level::INFO),
-                    ("debug", tracing::Level::DEBUG),
-                    ("trace", tracing::Level::TRACE),
-                ],
-            )?,
-            log_format: env.choice(
-                "PYEXEC_LOG_FORMAT",
-                "json",
-                &[("json", LogFormat::Json), ("text", LogFormat::Text)],
-            )?,
-            gcp_project: env.get("GOOGLE_CLOUD_PROJECT"),
+            queue_max: env.read(&QUEUE_MAX, m)?,
+            queue_timeout: env.read(&QUEUE_TIMEOUT, m)?,
+            max_parallel_spawns: env.read(&MAX_PARALLEL_SPAWNS, m)?,
+            nsjail: env.read(&NSJAIL, m)?,
+            python: env.read(&PYTHON, m)?,
+            nsjail_config: env.read(&NSJAIL_CONFIG, m)?,
+            runner_dir: env.read(&RUNNER_DIR, m)?,
+            memory_mb: env.read(&MEMORY_MB, m)?,
+            max_processes: env.read(&MAX_PROCESSES, m)?,
+            max_file_mb: env.read(&MAX_FILE_MB, m)?,
+            max_open_files: env.read(&MAX_OPEN_FILES, m)?,
+            cpus: env.read(&CPUS, m)?,
+            max_output_bytes: env.read(&MAX_OUTPUT_BYTES, m)?,
+            max_result_bytes: env.read(&MAX_RESULT_BYTES, m)?,
+            spawn_timeout: env.read(&SPAWN_TIMEOUT, m)?,
+            shutdown_grace: env.read(&SHUTDOWN_GRACE, m)?,
+            cgroup_parent: env.read(&CGROUP_PARENT, m)?,
+            cgroup_mount: env.read(&CGROUP_MOUNT, m)?,
+            log_level: env.read(&LOG_LEVEL, m)?,
+            log_format: env.read(&LOG_FORMAT, m)?,
+            gcp_project: env.read(&GCP_PROJECT, m)?,
         };
-        if config.pool_size == 0 && config.queue_max == 0 {
-            // With no warm worker every request waits for its own spawn.
-            return Err(ConfigError {
-                name: "PYEXEC_QUEUE_MAX",
-                value: "0".into(),
-                expected: "at least 1 when PYEXEC_POOL_SIZE=0 (every request waits for a spawn)"
-                    .into(),
-            });
-        }
+        config.check_together()?;
         Ok(config)
+    }
+
+    /// The rules between variables: each refuses a combination that would
+    /// otherwise fail request after request.
+    fn check_together(&self) -> Result<(), ConfigError> {
+        let conflict = |names: &[&'static str], why: String| {
+            Err(ConfigError::Conflict {
+                names: names.to_vec(),
+                why,
+            })
+        };
+        if self.pool_size == 0 && self.queue_max == 0 {
+            return conflict(
+                &[POOL_SIZE.name, QUEUE_MAX.name],
+                "with PYEXEC_POOL_SIZE=0 every request waits for its own spawn, so PYEXEC_QUEUE_MAX must be at least 1".into(),
+            );
+        }
+        if self.pool_size == 0 && self.queue_timeout.is_zero() {
+            return conflict(
+                &[POOL_SIZE.name, QUEUE_TIMEOUT.name],
+                "with PYEXEC_POOL_SIZE=0 every request waits for its own spawn (about 0.3 s), so PYEXEC_QUEUE_TIMEOUT=0 would refuse every request".into(),
+            );
+        }
+        let largest_job_frame = self
+            .max_script_chars
+            .saturating_mul(MAX_JSON_BYTES_PER_CHAR)
+            .saturating_add(JOB_ENVELOPE);
+        if largest_job_frame > RUNNER_MAX_JOB_FRAME {
+            return conflict(
+                &[MAX_SCRIPT_CHARS.name],
+                format!(
+                    "PYEXEC_MAX_SCRIPT_CHARS={} allows a script whose job frame (up to {largest_job_frame} bytes) is over the runner's {RUNNER_MAX_JOB_FRAME}-byte limit; at most {} characters fit",
+                    self.max_script_chars,
+                    (RUNNER_MAX_JOB_FRAME - JOB_ENVELOPE) / MAX_JSON_BYTES_PER_CHAR
+                ),
+            );
+        }
+        let largest_result = u64::from(u32::MAX) - RESULT_FRAME_ROOM;
+        if self.max_result_bytes > largest_result {
+            return conflict(
+                &[MAX_RESULT_BYTES.name],
+                format!(
+                    "PYEXEC_MAX_RESULT_BYTES={} does not fit a frame's 4-byte length with room for the envelope; at most {largest_result} bytes",
+                    self.max_result_bytes
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The CPU-time backstop: a script that spins gets killed by RLIMIT_CPU
@@ -361,7 +526,7 @@ impl Config {
     /// an acceptable script and is refused before it is read whole.
     pub fn max_body_bytes(&self) -> usize {
         self.max_script_chars
-            .saturating_mul(6)
+            .saturating_mul(MAX_JSON_BYTES_PER_CHAR)
             .saturating_add(64 * 1024)
     }
 
@@ -398,104 +563,83 @@ impl Config {
     }
 }
 
-/// The environment lookup with the parsing helpers every variable shares.
+/// The environment lookup.
 struct Env<'a> {
     get: &'a dyn Fn(&str) -> Option<String>,
 }
 
 impl Env<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.get)(name).filter(|v| !v.trim().is_empty())
-    }
-
-    fn parse<T: std::str::FromStr>(
-        &self,
-        name: &'static str,
-        default: T,
-        expected: &str,
-        valid: impl Fn(&T) -> bool,
-    ) -> Result<T, ConfigError> {
-        let Some(raw) = self.get(name) else {
-            return Ok(default);
+    /// The variable's value, or its default.
+    fn read<T>(&self, var: &Var<T>, machine: &Machine) -> Result<T, ConfigError> {
+        let invalid = |value: &str, expected| ConfigError::Invalid {
+            name: var.name,
+            value: value.to_string(),
+            expected,
         };
-        match raw.trim().parse::<T>() {
-            Ok(value) if valid(&value) => Ok(value),
-            _ => Err(ConfigError {
-                name,
-                value: raw,
-                expected: expected.into(),
-            }),
+        match (self.get)(var.name).filter(|v| !v.trim().is_empty()) {
+            Some(raw) => (var.parse)(&raw).map_err(|expected| invalid(&raw, expected)),
+            // A default that doesn't parse is a bug; a unit test reads them all.
+            None => match var.default {
+                DefaultValue::Text(text) => (var.parse)(text).map_err(|e| invalid(text, e)),
+                DefaultValue::Derived { derive, .. } => Ok(derive(machine)),
+            },
         }
     }
+}
 
-    fn seconds(
-        &self,
-        name: &'static str,
-        default: f64,
-        zero_ok: bool,
-    ) -> Result<Duration, ConfigError> {
-        let expected = if zero_ok {
-            "a number of seconds, 0 or more, e.g. 5 or 0.5"
-        } else {
-            "a positive number of seconds, e.g. 10 or 2.5"
-        };
-        // A day is far beyond any sane value; the cap keeps Duration arithmetic safe.
-        let seconds = self.parse(name, default, expected, |s: &f64| {
-            s.is_finite() && *s <= 86_400.0 && (*s > 0.0 || (zero_ok && *s == 0.0))
-        })?;
-        Ok(Duration::from_secs_f64(seconds))
+fn number<T: FromStr>(raw: &str, expected: &str, valid: fn(&T) -> bool) -> Result<T, String> {
+    match raw.trim().parse::<T>() {
+        Ok(value) if valid(&value) => Ok(value),
+        _ => Err(expected.into()),
     }
+}
 
-    fn path(&self, name: &'static str, default: &str) -> Result<PathBuf, ConfigError> {
-        Ok(PathBuf::from(
-            self.get(name).unwrap_or_else(|| default.into()),
-        ))
+fn seconds(raw: &str, zero_ok: bool) -> Result<Duration, String> {
+    let expected = if zero_ok {
+        "a number of seconds, 0 or more, e.g. 5 or 0.5"
+    } else {
+        "a positive number of seconds, e.g. 10 or 2.5"
+    };
+    // A day is far beyond any sane value; the cap keeps Duration arithmetic safe.
+    let seconds: f64 = match raw.trim().parse() {
+        Ok(s) if f64::is_finite(s) && s <= 86_400.0 && (s > 0.0 || (zero_ok && s == 0.0)) => s,
+        _ => return Err(expected.into()),
+    };
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn path(raw: &str) -> Result<PathBuf, String> {
+    Ok(PathBuf::from(raw))
+}
+
+fn cgroup_name(raw: &str) -> Result<String, String> {
+    let valid = raw.split('/').all(|part| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    });
+    if valid {
+        Ok(raw.to_string())
+    } else {
+        Err("a relative cgroup path of [A-Za-z0-9._-] names, e.g. pyexec".into())
     }
+}
 
-    fn cgroup_name(&self, name: &'static str, default: &str) -> Result<String, ConfigError> {
-        let value = self.get(name).unwrap_or_else(|| default.into());
-        let valid = value.split('/').all(|part| {
-            !part.is_empty()
-                && part != "."
-                && part != ".."
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        });
-        if valid {
-            Ok(value)
-        } else {
-            Err(ConfigError {
-                name,
-                value,
-                expected: "a relative cgroup path of [A-Za-z0-9._-] names, e.g. pyexec".into(),
-            })
-        }
-    }
-
-    fn choice<T: Copy>(
-        &self,
-        name: &'static str,
-        default: &str,
-        options: &[(&str, T)],
-    ) -> Result<T, ConfigError> {
-        let raw = self.get(name).unwrap_or_else(|| default.into());
-        let wanted = raw.trim().to_ascii_lowercase();
-        match options.iter().find(|(label, _)| *label == wanted) {
-            Some((_, value)) => Ok(*value),
-            None => Err(ConfigError {
-                name,
-                value: raw,
-                expected: format!(
-                    "one of {}",
-                    options
-                        .iter()
-                        .map(|(label, _)| *label)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }),
-        }
+fn choice<T: Copy>(raw: &str, options: &[(&str, T)]) -> Result<T, String> {
+    let wanted = raw.trim().to_ascii_lowercase();
+    match options.iter().find(|(label, _)| *label == wanted) {
+        Some((_, value)) => Ok(*value),
+        None => Err(format!(
+            "one of {}",
+            options
+                .iter()
+                .map(|(label, _)| *label)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -657,7 +801,7 @@ mod tests {
         ];
         for (name, value) in bad {
             let err = parse(&[(name, value)], 2).expect_err(&format!("{name}={value} accepted"));
-            assert_eq!(err.name, name);
+            assert_eq!(err.names(), [name]);
             let message = err.to_string();
             assert!(
                 message.contains(name) && message.contains(value),
@@ -666,10 +810,67 @@ mod tests {
         }
     }
 
+    /// Values fine on their own, refused together, each error naming the
+    /// variables involved; and the largest values that still fit are accepted.
     #[test]
-    fn a_pool_of_zero_needs_a_queue() {
-        let err = parse(&[("PYEXEC_POOL_SIZE", "0"), ("PYEXEC_QUEUE_MAX", "0")], 2).unwrap_err();
-        assert_eq!(err.name, "PYEXEC_QUEUE_MAX");
+    fn values_are_checked_against_each_other() {
+        type Vars<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Vars, &[&str])] = &[
+            (
+                &[("PYEXEC_POOL_SIZE", "0"), ("PYEXEC_QUEUE_MAX", "0")],
+                &["PYEXEC_POOL_SIZE", "PYEXEC_QUEUE_MAX"],
+            ),
+            (
+                &[("PYEXEC_POOL_SIZE", "0"), ("PYEXEC_QUEUE_TIMEOUT", "0")],
+                &["PYEXEC_POOL_SIZE", "PYEXEC_QUEUE_TIMEOUT"],
+            ),
+            (
+                &[("PYEXEC_MAX_SCRIPT_CHARS", "2796033")],
+                &["PYEXEC_MAX_SCRIPT_CHARS"],
+            ),
+            (
+                &[("PYEXEC_MAX_RESULT_BYTES", "4293918720")],
+                &["PYEXEC_MAX_RESULT_BYTES"],
+            ),
+        ];
+        for (vars, names) in cases {
+            let err = parse(vars, 2).expect_err(&format!("{vars:?} accepted"));
+            assert_eq!(err.names(), *names, "{err}");
+            let message = err.to_string();
+            assert!(names.iter().all(|name| message.contains(name)), "{message}");
+        }
+        let largest = parse(
+            &[
+                ("PYEXEC_MAX_SCRIPT_CHARS", "2796032"),
+                ("PYEXEC_MAX_RESULT_BYTES", "4293918719"),
+            ],
+            2,
+        )
+        .unwrap();
+        // The largest script still fits the runner's job frame, escaped.
+        let body = serde_json::json!({"type": "job", "script": "\u{1}".repeat(largest.max_script_chars), "max_result_bytes": largest.max_result_bytes});
+        assert!(body.to_string().len() <= RUNNER_MAX_JOB_FRAME);
+        assert!(largest.max_result_bytes + RESULT_FRAME_ROOM <= u64::from(u32::MAX));
+        // A pool of zero with a queue and a wait is fine.
+        assert!(parse(&[("PYEXEC_POOL_SIZE", "0")], 2).is_ok());
+    }
+
+    /// The job-frame cap mirrors the runner's; if one changes, so must the other.
+    #[test]
+    fn the_job_frame_cap_is_the_runners() {
+        let runner = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/runner.py"),
+        )
+        .unwrap();
+        let line = runner
+            .lines()
+            .find_map(|l| l.strip_prefix("MAX_JOB_FRAME_BYTES = "))
+            .expect("runner.py defines MAX_JOB_FRAME_BYTES");
+        let value: usize = line
+            .split('*')
+            .map(|factor| factor.trim().parse::<usize>().unwrap())
+            .product();
+        assert_eq!(value, RUNNER_MAX_JOB_FRAME);
     }
 
     #[test]
@@ -685,7 +886,7 @@ mod tests {
         let mut read = names_read();
         read.sort();
         read.dedup();
-        let mut listed: Vec<String> = VARIABLES.iter().map(|v| v.name.to_string()).collect();
+        let mut listed: Vec<String> = VARIABLES.iter().map(|v| v.name().to_string()).collect();
         listed.sort();
         assert_eq!(read, listed);
         assert!(markdown_table().contains("| `PYEXEC_TIMEOUT` | 10 |"));
