@@ -9,7 +9,8 @@ use common::TestServer;
 
 #[tokio::test]
 async fn a_bad_variable_exits_64_naming_it() {
-    let cases: [(&[(&str, &str)], &[&str]); 2] = [
+    type Vars = &'static [(&'static str, &'static str)];
+    let cases: [(Vars, &[&str]); 2] = [
         (&[("PYEXEC_TIMEOUT", "soon")], &["PYEXEC_TIMEOUT", "soon"]),
         // Each fine alone, but together every request would be refused.
         (
