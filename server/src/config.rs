@@ -37,11 +37,12 @@ pub enum DefaultValue<T> {
     },
 }
 
-/// What derived defaults follow.
+/// What derived defaults follow: the CPU count, and variables filled in as
+/// they are read (a derived default may use only those read before it).
 pub struct Machine {
     pub cpus: usize,
-    /// The pool size already read (only the variables after it use it).
     pub pool_size: usize,
+    pub queue_max: usize,
 }
 
 /// A row of the table, whatever the variable's type.
@@ -73,6 +74,30 @@ pub static PORT: Var<u16> = Var {
     default: DefaultValue::Text("8080"),
     meaning: "TCP port to listen on (0.0.0.0), as Cloud Run sets it",
     parse: |s| number(s, "a TCP port, 0 to 65535", |_| true),
+};
+
+/// Each connection is a task and a file descriptor, and it may hold a request
+/// body of up to the body cap (about 0.6 MiB by default) or one job. 256 is
+/// more than ten times what the defaults on 2 CPUs can use at once (pool 4 +
+/// queue 16), which leaves room for probes, scrapes and idle keep-alive
+/// clients, while keeping the server's worst case (every connection holding
+/// a maximal body) near 170 MiB and its descriptors well inside the
+/// usual limit of 1024 beside the workers' pipes and sockets.
+pub static MAX_CONNECTIONS: Var<usize> = Var {
+    name: "PYEXEC_MAX_CONNECTIONS",
+    default: DefaultValue::Derived {
+        shown: "256, or 2 × (pool size + queue max) if more",
+        derive: |m| (2 * (m.pool_size + m.queue_max)).max(256),
+    },
+    meaning: "open client connections at most; more wait in the kernel's backlog until one closes",
+    parse: |s| number(s, "a positive number of connections", |n| *n > 0),
+};
+
+pub static BODY_TIMEOUT: Var<Duration> = Var {
+    name: "PYEXEC_BODY_TIMEOUT",
+    default: DefaultValue::Text("10"),
+    meaning: "seconds a client gets to send a request's whole body (then 408 request_timeout)",
+    parse: |s| seconds(s, false),
 };
 
 pub static TIMEOUT: Var<Duration> = Var {
@@ -283,6 +308,8 @@ pub static GCP_PROJECT: Var<Option<String>> = Var {
 /// Every variable, in the order of the README table.
 pub static VARIABLES: &[&dyn Row] = &[
     &PORT,
+    &MAX_CONNECTIONS,
+    &BODY_TIMEOUT,
     &TIMEOUT,
     &MAX_SCRIPT_CHARS,
     &POOL_SIZE,
@@ -345,6 +372,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub port: u16,
+    pub max_connections: usize,
+    pub body_timeout: Duration,
     pub timeout: Duration,
     pub max_script_chars: usize,
     pub pool_size: usize,
@@ -431,16 +460,24 @@ impl Config {
         cpus: usize,
     ) -> Result<Config, ConfigError> {
         let env = Env { get: &env };
-        let mut machine = Machine { cpus, pool_size: 0 };
+        let mut machine = Machine {
+            cpus,
+            pool_size: 0,
+            queue_max: 0,
+        };
         let pool_size = env.read(&POOL_SIZE, &machine)?;
         machine.pool_size = pool_size;
+        let queue_max = env.read(&QUEUE_MAX, &machine)?;
+        machine.queue_max = queue_max;
         let m = &machine;
         let config = Config {
             port: env.read(&PORT, m)?,
+            max_connections: env.read(&MAX_CONNECTIONS, m)?,
+            body_timeout: env.read(&BODY_TIMEOUT, m)?,
             timeout: env.read(&TIMEOUT, m)?,
             max_script_chars: env.read(&MAX_SCRIPT_CHARS, m)?,
             pool_size,
-            queue_max: env.read(&QUEUE_MAX, m)?,
+            queue_max,
             queue_timeout: env.read(&QUEUE_TIMEOUT, m)?,
             max_parallel_spawns: env.read(&MAX_PARALLEL_SPAWNS, m)?,
             nsjail: env.read(&NSJAIL, m)?,
@@ -485,6 +522,15 @@ impl Config {
             return conflict(
                 &[POOL_SIZE.name, QUEUE_TIMEOUT.name],
                 "with PYEXEC_POOL_SIZE=0 every request waits for its own spawn (about 0.3 s), so PYEXEC_QUEUE_TIMEOUT=0 would refuse every request".into(),
+            );
+        }
+        if self.max_connections <= self.pool_size + self.queue_max {
+            return conflict(
+                &[MAX_CONNECTIONS.name, POOL_SIZE.name, QUEUE_MAX.name],
+                format!(
+                    "PYEXEC_MAX_CONNECTIONS={} leaves no connection for health probes once PYEXEC_POOL_SIZE ({}) jobs run and PYEXEC_QUEUE_MAX ({}) wait; it must be more than their sum",
+                    self.max_connections, self.pool_size, self.queue_max
+                ),
             );
         }
         let largest_job_frame = self
@@ -674,6 +720,8 @@ mod tests {
     fn defaults() {
         let c = parse(&[], 2).unwrap();
         assert_eq!(c.port, 8080);
+        assert_eq!(c.max_connections, 256);
+        assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.max_script_chars, 100_000);
         assert_eq!(c.pool_size, 4);
@@ -723,6 +771,11 @@ mod tests {
             (eight.pool_size, eight.queue_max, eight.max_parallel_spawns),
             (16, 64, 8)
         );
+        assert_eq!(eight.max_connections, 256);
+        // A big machine: the connection cap follows the pool and the queue.
+        let big = parse(&[], 64).unwrap();
+        assert_eq!((big.pool_size, big.queue_max), (128, 512));
+        assert_eq!(big.max_connections, 2 * (128 + 512));
         let zero = parse(&[("PYEXEC_POOL_SIZE", "0")], 2).unwrap();
         assert_eq!((zero.pool_size, zero.queue_max), (0, 8));
     }
@@ -732,6 +785,8 @@ mod tests {
         let c = parse(
             &[
                 ("PORT", "0"),
+                ("PYEXEC_MAX_CONNECTIONS", "21"),
+                ("PYEXEC_BODY_TIMEOUT", "0.5"),
                 ("PYEXEC_TIMEOUT", "2.5"),
                 ("PYEXEC_MAX_SCRIPT_CHARS", "10"),
                 ("PYEXEC_POOL_SIZE", "3"),
@@ -749,6 +804,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.port, 0);
+        assert_eq!(c.max_connections, 21);
+        assert_eq!(c.body_timeout, Duration::from_millis(500));
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert_eq!(c.cpu_seconds(), 4);
         assert_eq!((c.max_script_chars, c.pool_size, c.queue_max), (10, 3, 0));
@@ -771,6 +828,8 @@ mod tests {
         let bad = [
             ("PORT", "80808"),
             ("PORT", "http"),
+            ("PYEXEC_MAX_CONNECTIONS", "0"),
+            ("PYEXEC_BODY_TIMEOUT", "0"),
             ("PYEXEC_TIMEOUT", "0"),
             ("PYEXEC_TIMEOUT", "-1"),
             ("PYEXEC_TIMEOUT", "ten"),
@@ -823,6 +882,14 @@ mod tests {
             (
                 &[("PYEXEC_POOL_SIZE", "0"), ("PYEXEC_QUEUE_TIMEOUT", "0")],
                 &["PYEXEC_POOL_SIZE", "PYEXEC_QUEUE_TIMEOUT"],
+            ),
+            (
+                &[("PYEXEC_MAX_CONNECTIONS", "20")],
+                &[
+                    "PYEXEC_MAX_CONNECTIONS",
+                    "PYEXEC_POOL_SIZE",
+                    "PYEXEC_QUEUE_MAX",
+                ],
             ),
             (
                 &[("PYEXEC_MAX_SCRIPT_CHARS", "2796033")],

@@ -5,7 +5,7 @@
 //!  main ─▶ startup: Config::from_env → logging → NsjailSandbox + self-check
 //!                   → AppState::start (Pool + PoolEvents) → bind → run
 //!
-//!  run: accept loop ──▶ one task per connection (hyper http1)
+//!  run: accept loop (≤ max_connections) ──▶ one task per connection (hyper http1)
 //!                           └─▶ http::router::serve ─▶ (method, path)
 //!                                 POST /execute  ─▶ http::execute: read, check,
 //!                                                   pool.checkout → lease.run
@@ -45,6 +45,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pyexec_worker::Sandbox;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,9 +67,19 @@ pub async fn run<S: Sandbox>(
     let drain = CancellationToken::new();
     let abort = CancellationToken::new();
     let connections = TaskTracker::new();
+    // One permit per open connection, taken before accepting: beyond the cap,
+    // new connections wait in the kernel's backlog, not in a task each.
+    let slots = Arc::new(Semaphore::new(state.max_connections));
     tokio::pin!(shutdown);
 
     loop {
+        let slot = tokio::select! {
+            _ = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -86,6 +97,7 @@ pub async fn run<S: Sandbox>(
         let state = state.clone();
         let (drain, abort) = (drain.clone(), abort.clone());
         connections.spawn(async move {
+            let _slot = slot;
             let service = service_fn(move |request| {
                 let state = state.clone();
                 async move { http::router::serve(&state, request).await }

@@ -19,6 +19,8 @@ use crate::request_id::RequestIds;
 pub struct Limits {
     pub max_script_chars: usize,
     pub max_body_bytes: usize,
+    /// How long reading a whole request body may take.
+    pub body_timeout: Duration,
     pub max_result_bytes: u64,
     pub timeout: Duration,
     pub memory_mb: u64,
@@ -29,6 +31,7 @@ impl Limits {
         Limits {
             max_script_chars: config.max_script_chars,
             max_body_bytes: config.max_body_bytes(),
+            body_timeout: config.body_timeout,
             max_result_bytes: config.max_result_bytes,
             timeout: config.timeout,
             memory_mb: config.memory_mb,
@@ -46,6 +49,8 @@ pub struct AppState<S: Sandbox> {
     pub gcp_project: Option<String>,
     /// How long in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Client connections open at once, at most.
+    pub max_connections: usize,
 }
 
 impl<S: Sandbox> AppState<S> {
@@ -65,6 +70,7 @@ impl<S: Sandbox> AppState<S> {
             request_ids: RequestIds::new(),
             gcp_project: config.gcp_project.clone(),
             shutdown_grace: config.shutdown_grace,
+            max_connections: config.max_connections,
         })
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::fake::FakeSandbox;
 use common::{execute, execute_with, get, request, scrape, send_raw, InProcessServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
 async fn a_result_is_passed_through_with_the_output() {
@@ -540,4 +541,81 @@ async fn shutdown_aborts_what_outlives_the_grace() {
     .await
     .expect("the connection was closed");
     assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+}
+
+/// A body trickled a byte every 50 ms never goes idle, yet the deadline for
+/// the whole body cuts it off: 408 `request_timeout`, counted as a refusal.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let server = InProcessServer::start(&[("PYEXEC_BODY_TIMEOUT", "0.3")]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        while writer.write_all(b" ").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), reader.read_to_end(&mut answer))
+        .await
+        .expect("no answer within 5 s")
+        .ok();
+    let elapsed = started.elapsed();
+    trickle.abort();
+    let response = common::parse_response(&answer);
+    assert_eq!(
+        (response.status, response.json()["kind"].as_str().unwrap()),
+        (408, "request_timeout"),
+        "{}",
+        response.text()
+    );
+    assert!(
+        elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+    let metrics = scrape(server.addr).await;
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "pyexec_rejected_total",
+            &[("reason", "request_timeout")]
+        ),
+        1.0
+    );
+    // A body sent in time is not affected.
+    assert_eq!(execute(server.addr, "x").await.status, 200);
+    server.shutdown().await;
+}
+
+/// Beyond the cap, a new connection is not accepted (it waits in the kernel's
+/// backlog) until an open one closes.
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_until_one_closes() {
+    let server = InProcessServer::start(&[
+        ("PYEXEC_MAX_CONNECTIONS", "2"),
+        ("PYEXEC_POOL_SIZE", "1"),
+        ("PYEXEC_QUEUE_MAX", "0"),
+    ])
+    .await;
+    let first = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::spawn(get(server.addr, "/healthz"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served beyond the cap of 2"
+    );
+    drop(first);
+    let answered = tokio::time::timeout(Duration::from_secs(2), third)
+        .await
+        .expect("the waiting connection was not served once a slot freed")
+        .unwrap();
+    assert_eq!(answered.status, 200);
+    server.shutdown().await;
 }

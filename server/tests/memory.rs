@@ -5,9 +5,11 @@
 
 mod common;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{execute, TestServer};
+use common::{execute, get, sample, scrape, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How far above its baseline the server's peak may go during an attack.
 const PEAK_BUDGET_KIB: u64 = 64 * 1024;
@@ -188,6 +190,88 @@ async fn flooding_scripts_leave_the_server_peak_flat() {
         );
     }
     // And the server still serves.
+    assert_eq!(
+        execute(addr, "def main():\n    return {}\n").await.status,
+        200
+    );
+}
+
+/// A client that sends its body one byte a second: the head, then a trickle.
+async fn trickle(addr: SocketAddr, body_len: usize) -> Option<common::Response> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let head = format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    for _ in 0..body_len {
+        // Stop writing as soon as the server has answered (or closed).
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(_)) => {
+                answer.push(byte[0]);
+                break;
+            }
+            Err(_) => {}
+        }
+        if stream.write_all(b" ").await.is_err() {
+            break;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+    (!answer.is_empty()).then(|| common::parse_response(&answer))
+}
+
+/// 200 clients that each trickle a body: each is cut off at the body deadline
+/// with 408 `request_timeout`, and the peak stays flat meanwhile.
+#[tokio::test]
+async fn slow_clients_leave_the_server_peak_flat() {
+    let server = TestServer::start(&[("PYEXEC_BODY_TIMEOUT", "3")]).await;
+    let addr = server.addr;
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+    let pid = server.pid();
+    let base = baseline(pid);
+    let before = scrape(addr).await;
+    let started = Instant::now();
+    let clients: Vec<_> = (0..200)
+        .map(|_| {
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(20), trickle(addr, 1000))
+                    .await
+                    .ok()
+                    .flatten()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for client in clients {
+        answers.push(client.await.expect("client task"));
+    }
+    let elapsed = started.elapsed();
+    assert_peak_within_budget(pid, base, "200 clients sending a byte a second");
+
+    for answer in &answers {
+        let answer = answer.as_ref().expect("a slow client got no answer");
+        assert_eq!(
+            (answer.status, answer.json()["kind"].as_str().unwrap_or("")),
+            (408, "request_timeout"),
+            "{}",
+            answer.text()
+        );
+    }
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "the body deadline (3 s) did not cut the clients off: {elapsed:?}"
+    );
+    let after = scrape(addr).await;
+    let reason = [("reason", "request_timeout")];
+    assert_eq!(
+        sample(&after, "pyexec_rejected_total", &reason)
+            - sample(&before, "pyexec_rejected_total", &reason),
+        200.0
+    );
+    // The server still serves.
     assert_eq!(
         execute(addr, "def main():\n    return {}\n").await.status,
         200

@@ -16,6 +16,8 @@ pub enum Kind {
     InvalidRequest,
     UnsupportedMediaType,
     ScriptTooLarge,
+    /// The client did not send its whole body within the body deadline.
+    RequestTimeout,
     SyntaxError,
     MissingMain,
     ScriptException,
@@ -34,10 +36,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::InvalidRequest,
         Kind::UnsupportedMediaType,
         Kind::ScriptTooLarge,
+        Kind::RequestTimeout,
         Kind::SyntaxError,
         Kind::MissingMain,
         Kind::ScriptException,
@@ -58,6 +61,7 @@ impl Kind {
             Kind::InvalidRequest => "invalid_request",
             Kind::UnsupportedMediaType => "unsupported_media_type",
             Kind::ScriptTooLarge => "script_too_large",
+            Kind::RequestTimeout => "request_timeout",
             Kind::SyntaxError => "syntax_error",
             Kind::MissingMain => "missing_main",
             Kind::ScriptException => "script_exception",
@@ -146,6 +150,7 @@ impl ApiError {
             Kind::InvalidRequest => StatusCode::BAD_REQUEST,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::ScriptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::SyntaxError => StatusCode::BAD_REQUEST,
             Kind::MissingMain => StatusCode::BAD_REQUEST,
             Kind::ScriptException => StatusCode::BAD_REQUEST,
@@ -201,6 +206,16 @@ impl ApiError {
                 format!("{path} does not accept {method}; it accepts {allow}"),
             )
         }
+    }
+
+    pub fn request_timeout(limits: &Limits) -> ApiError {
+        ApiError::new(
+            Kind::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} s",
+                seconds(limits.body_timeout)
+            ),
+        )
     }
 
     pub fn overloaded(reason: CheckoutError) -> ApiError {
@@ -268,6 +283,7 @@ impl ApiError {
             Kind::InvalidRequest
                 | Kind::UnsupportedMediaType
                 | Kind::ScriptTooLarge
+                | Kind::RequestTimeout
                 | Kind::Overloaded
         )
     }
@@ -341,6 +357,7 @@ mod tests {
                 "invalid_request",
                 "unsupported_media_type",
                 "script_too_large",
+                "request_timeout",
                 "overloaded"
             ]
         );
@@ -353,6 +370,7 @@ mod tests {
             ("invalid_request", 400),
             ("unsupported_media_type", 415),
             ("script_too_large", 413),
+            ("request_timeout", 408),
             ("syntax_error", 400),
             ("missing_main", 400),
             ("script_exception", 400),
@@ -382,6 +400,7 @@ mod tests {
         Limits {
             max_script_chars: 100,
             max_body_bytes: 1000,
+            body_timeout: Duration::from_secs(10),
             max_result_bytes: 1000,
             timeout: Duration::from_millis(2500),
             memory_mb: 256,

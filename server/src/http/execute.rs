@@ -55,7 +55,12 @@ pub async fn handle<S: Sandbox>(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     check_content_type(request.headers())?;
-    let body = read_body(request.into_body(), &state.limits).await?;
+    let limits = &state.limits;
+    // A client that trickles its body would otherwise hold its connection
+    // (and what it sent so far) for as long as it likes.
+    let body = tokio::time::timeout(limits.body_timeout, read_body(request.into_body(), limits))
+        .await
+        .map_err(|_| ApiError::request_timeout(limits))??;
     let Script {
         text: script,
         chars: script_chars,
@@ -281,6 +286,7 @@ mod tests {
         Limits {
             max_script_chars: 10,
             max_body_bytes: 1000,
+            body_timeout: Duration::from_secs(10),
             max_result_bytes: 1000,
             timeout: Duration::from_secs(10),
             memory_mb: 256,
