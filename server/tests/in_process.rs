@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::fake::FakeSandbox;
+use common::fake::{FakeSandbox, JobState};
 use common::{execute, execute_with, get, request, scrape, send_raw, InProcessServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -446,8 +445,7 @@ async fn metrics_move_with_jobs() {
 #[tokio::test]
 async fn a_client_that_goes_away_stops_its_worker() {
     let sandbox = FakeSandbox::default();
-    let stopped = sandbox.stopped.clone();
-    let server = InProcessServer::start_with(&[("PYEXEC_TIMEOUT", "30")], sandbox).await;
+    let server = InProcessServer::start_with(&[("PYEXEC_TIMEOUT", "30")], sandbox.clone()).await;
     let body = br#"{"script": "sleep"}"#;
     let raw = format!(
         "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -465,15 +463,17 @@ async fn a_client_that_goes_away_stops_its_worker() {
         assert!(Instant::now() < deadline, "the job never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let before = stopped.load(Ordering::SeqCst);
+    assert!(sandbox.stopped(JobState::Running).is_empty());
     drop(stream);
-    while stopped.load(Ordering::SeqCst) == before || server.state.pool.status().busy > 0 {
+    // Stopped mid-job, by its lease's drop: nothing else stops a busy worker.
+    while sandbox.stopped(JobState::Running).is_empty() || server.state.pool.status().busy > 0 {
         assert!(
             Instant::now() < deadline,
             "the abandoned job's worker was not stopped"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(sandbox.stopped(JobState::Running).len(), 1);
     server.shutdown().await;
 }
 
@@ -500,10 +500,9 @@ async fn shutdown_lets_in_flight_requests_finish() {
 #[tokio::test]
 async fn shutdown_aborts_what_outlives_the_grace() {
     let sandbox = FakeSandbox::default();
-    let stopped = sandbox.stopped.clone();
     let mut server = InProcessServer::start_with(
         &[("PYEXEC_SHUTDOWN_GRACE", "0.3"), ("PYEXEC_TIMEOUT", "60")],
-        sandbox,
+        sandbox.clone(),
     )
     .await;
     let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -519,7 +518,6 @@ async fn shutdown_aborts_what_outlives_the_grace() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
-    let before = stopped.load(Ordering::SeqCst);
     tokio::time::timeout(Duration::from_secs(5), server.begin_shutdown())
         .await
         .expect("run returned")
@@ -528,10 +526,15 @@ async fn shutdown_aborts_what_outlives_the_grace() {
         started.elapsed() >= Duration::from_millis(250),
         "it did not wait for the grace period"
     );
-    assert!(
-        stopped.load(Ordering::SeqCst) > before,
-        "the aborted job's worker was not stopped"
+    // The pool's shutdown stops the idle workers; only the lease's drop can
+    // stop the one whose job was cut off.
+    assert_eq!(
+        sandbox.stopped(JobState::Running).len(),
+        1,
+        "the aborted job's worker was not stopped by its lease: {:?}",
+        sandbox.stops.lock().unwrap()
     );
+    assert!(!sandbox.stopped(JobState::NoJob).is_empty());
     // The aborted request's connection closes without an answer.
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(

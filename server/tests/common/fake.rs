@@ -9,9 +9,12 @@
 //! - `memory`, `exited`, `protocol`, `sandbox`: those `JobFailure`s
 //! - `noisy`: prints more than any test cap (stdout truncated)
 //! - anything else: succeeds with `{"echo": <script length>}`
+//!
+//! Every `stop` is recorded with where that worker's job was at that moment,
+//! so a test can tell a job cut off by its lease's drop from an idle worker
+//! stopped by the pool's shutdown.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyexec_worker::{
@@ -21,19 +24,49 @@ use serde_json::value::RawValue;
 
 #[derive(Default, Clone)]
 pub struct FakeSandbox {
-    /// Workers stopped so far (a lease's drop or a finished job).
-    pub stopped: Arc<AtomicUsize>,
+    /// Every worker's first stop, in order.
+    pub stops: Arc<Mutex<Vec<Stop>>>,
     /// Make every spawn fail.
     pub broken: bool,
     /// How long a spawn takes.
     pub spawn_delay: Duration,
 }
 
+/// Where a worker's job was when the worker was stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// It never got one: stopped idle (the pool shutting down).
+    NoJob,
+    /// Its job was still running: cut off (its lease dropped mid-job).
+    Running,
+    /// Its job had answered (the lease stops the worker after every job).
+    Answered,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub worker: u64,
+    pub job: JobState,
+}
+
+impl FakeSandbox {
+    /// The workers stopped while their job was in `state`.
+    pub fn stopped(&self, state: JobState) -> Vec<u64> {
+        let stops = self.stops.lock().unwrap();
+        stops
+            .iter()
+            .filter(|s| s.job == state)
+            .map(|s| s.worker)
+            .collect()
+    }
+}
+
 pub struct FakeWorker {
     id: u64,
     versions: Versions,
     stdout: Vec<u8>,
-    stopped: Arc<AtomicUsize>,
+    stops: Arc<Mutex<Vec<Stop>>>,
+    job: JobState,
     was_stopped: bool,
 }
 
@@ -55,7 +88,8 @@ impl Sandbox for FakeSandbox {
                 pandas: "2.3.3".into(),
             },
             stdout: Vec::new(),
-            stopped: self.stopped.clone(),
+            stops: self.stops.clone(),
+            job: JobState::NoJob,
             was_stopped: false,
         })
     }
@@ -86,6 +120,38 @@ impl Worker for FakeWorker {
     }
 
     async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
+        // Stays Running if this future is dropped before it answers.
+        self.job = JobState::Running;
+        let outcome = self.answer(job).await;
+        self.job = JobState::Answered;
+        outcome
+    }
+
+    fn stop(&mut self) {
+        if !self.was_stopped {
+            self.was_stopped = true;
+            self.stops.lock().unwrap().push(Stop {
+                worker: self.id,
+                job: self.job,
+            });
+        }
+    }
+
+    async fn output(&mut self) -> (Captured, Captured) {
+        let cap = 1000;
+        let stdout = Captured {
+            bytes: self.stdout.iter().copied().take(cap).collect(),
+            truncated: self.stdout.len() > cap,
+        };
+        (stdout, Captured::default())
+    }
+
+    async fn reap(self) {}
+}
+
+impl FakeWorker {
+    /// What the script's text says the job does.
+    async fn answer(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
         let script = job.script.as_str();
         self.stdout = b"out\n".to_vec();
         if let Some(result) = script.strip_prefix("ok:") {
@@ -116,22 +182,4 @@ impl Worker for FakeWorker {
             other => Ok(raw(&format!(r#"{{"echo": {}}}"#, other.len()))),
         }
     }
-
-    fn stop(&mut self) {
-        if !self.was_stopped {
-            self.was_stopped = true;
-            self.stopped.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    async fn output(&mut self) -> (Captured, Captured) {
-        let cap = 1000;
-        let stdout = Captured {
-            bytes: self.stdout.iter().copied().take(cap).collect(),
-            truncated: self.stdout.len() > cap,
-        };
-        (stdout, Captured::default())
-    }
-
-    async fn reap(self) {}
 }
