@@ -10,9 +10,11 @@
 //!                                 POST /execute  ─▶ http::execute: read, check,
 //!                                                   pool.checkout → lease.run
 //!                                 GET  /healthz /readyz /metrics ─▶ http::health
-//!       shutdown signal ─▶ stop accepting → drain connections (grace)
-//!                          → abort the rest (dropping leases stops workers)
-//!                          → pool.shutdown
+//!       shutdown signal ─▶ drain: /readyz 503, new jobs 503 shutting_down,
+//!                                 in-flight requests finish (grace)
+//!                          → abort the rest: answered 503 shutting_down
+//!                            (dropping leases stops workers)
+//!                          → pool.shutdown (bounded: grace + 1 s in all)
 //! ```
 //!
 //! - [`config`]: the environment variables, read once; the README table.
@@ -22,7 +24,7 @@
 //! - [`metrics`], [`pool_events`]: Prometheus registry; pool events into it.
 //! - [`readiness`]: the `/readyz` rule.
 //! - [`logging`], [`request_id`], [`trace_context`]: log lines and what links them.
-//! - [`shutdown`]: the signal that starts the drain.
+//! - [`shutdown`]: the signal that starts the drain, and its phases.
 
 pub mod config;
 pub mod http;
@@ -37,16 +39,16 @@ pub mod state;
 pub mod trace_context;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pyexec_worker::Sandbox;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 pub use state::AppState;
@@ -54,18 +56,34 @@ pub use state::AppState;
 /// A client gets this long to send a request's head; then the connection is
 /// closed (slow-loris protection; hyper's own default is the same).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once the grace period is over, how long hyper gets to write the answers
+/// the handlers give at once (503 `shutting_down`) before their connections
+/// are dropped.
+const ANSWER_FLUSH: Duration = Duration::from_millis(200);
+/// How far past the grace period the pool's shutdown may run: the whole
+/// shutdown, from the signal to the exit, must fit in the grace plus one
+/// second (Cloud Run: 8 s + 1 s within its 10 s), and start-up's clean-up and
+/// the runtime's exit need the rest.
+const POOL_SHUTDOWN_OVERRUN: Duration = Duration::from_millis(700);
 
-/// Serves `listener` until `shutdown` completes, then drains: no new
-/// connections, in-flight requests get `state.shutdown_grace` to finish, the
-/// rest are aborted (their leases dropped, which stops their workers), and
-/// the pool is shut down. Returns when every worker is gone.
+/// Serves `listener` until `shutdown` completes, then shuts down within
+/// `state.shutdown_grace` + 1 s:
+///
+/// 1. the signal: `/readyz` answers 503 and a new `POST /execute` 503
+///    `shutting_down`; the listener stays open so probes and clients get
+///    those answers; idle keep-alive connections close, the others after
+///    their current answer;
+/// 2. once no connection is left, or the grace period is over: the listener
+///    closes; requests still reading, queued or running are answered 503
+///    `shutting_down` (a running job's lease is dropped, which stops its
+///    worker) and their connections closed after [`ANSWER_FLUSH`];
+/// 3. the pool shuts down (idle workers stopped, spawns and reaps awaited),
+///    for at most [`POOL_SHUTDOWN_OVERRUN`] past the grace period.
 pub async fn run<S: Sandbox>(
     listener: TcpListener,
     state: Arc<AppState<S>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let drain = CancellationToken::new();
-    let abort = CancellationToken::new();
     let connections = TaskTracker::new();
     // One permit per open connection, taken before accepting: beyond the cap,
     // new connections wait in the kernel's backlog, not in a task each.
@@ -73,79 +91,118 @@ pub async fn run<S: Sandbox>(
     tokio::pin!(shutdown);
 
     loop {
-        let slot = tokio::select! {
+        tokio::select! {
             _ = &mut shutdown => break,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break, // never closed
-            },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors and the like: pause rather than spin.
-                    tracing::warn!(error = %error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        // Answers are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let (drain, abort) = (drain.clone(), abort.clone());
-        connections.spawn(async move {
-            let _slot = slot;
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { http::router::serve(&state, request).await }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
-                    }
-                    return;
-                }
-                _ = drain.cancelled() => {}
+            accepted = accept(&listener, &slots) => {
+                connections.spawn(serve_connection(accepted, state.clone()));
             }
-            // Finish the request in flight, then close (idle connections close at once).
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = abort.cancelled() => {}
-            }
-        });
+        }
     }
 
-    drop(listener);
-    state.readiness.start_draining();
-    let in_flight = connections.len();
-    tracing::info!(
-        connections = in_flight,
-        grace_s = state.shutdown_grace.as_secs_f64(),
-        "stopped accepting; draining"
-    );
-    drain.cancel();
+    let signalled = Instant::now();
+    state.drain.begin();
     connections.close();
-    if tokio::time::timeout(state.shutdown_grace, connections.wait())
+    tracing::info!(
+        connections = connections.len(),
+        grace_s = state.shutdown_grace.as_secs_f64(),
+        "draining: not ready, no new jobs; in-flight requests may finish"
+    );
+    let grace_over = tokio::time::sleep_until((signalled + state.shutdown_grace).into());
+    tokio::pin!(grace_over);
+    loop {
+        tokio::select! {
+            _ = connections.wait() => break,
+            _ = &mut grace_over => {
+                tracing::warn!(
+                    connections = connections.len(),
+                    "grace period over; answering and stopping what still runs"
+                );
+                state.drain.abort();
+                break;
+            }
+            accepted = accept(&listener, &slots) => {
+                connections.spawn(serve_connection(accepted, state.clone()));
+            }
+        }
+    }
+    drop(listener);
+    // Each connection gives up by itself after ANSWER_FLUSH; this only waits.
+    connections.wait().await;
+
+    let pool_deadline = signalled + state.shutdown_grace + POOL_SHUTDOWN_OVERRUN;
+    if tokio::time::timeout_at(pool_deadline.into(), state.pool.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
-            connections = connections.len(),
-            "grace period over; aborting the requests still running"
+            "the pool did not stop within the shutdown deadline; exiting without waiting for it"
         );
-        abort.cancel();
-        connections.wait().await;
+        return;
     }
-    state.pool.shutdown().await;
     tracing::info!("every worker stopped; shutdown complete");
+}
+
+/// The next connection, once a slot is free (the slot travels with it).
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            // The semaphore is never closed.
+            return std::future::pending().await;
+        };
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                // Answers are small and latency matters more than packet count.
+                let _ = stream.set_nodelay(true);
+                return (stream, peer, slot);
+            }
+            Err(error) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One connection, through the phases of a shutdown (see [`run`]).
+async fn serve_connection<S: Sandbox>(
+    (stream, peer, slot): (TcpStream, SocketAddr, OwnedSemaphorePermit),
+    state: Arc<AppState<S>>,
+) {
+    let _slot = slot;
+    // Accepted while draining: one answer (a 503, or /readyz), then close.
+    let accepted_draining = state.drain.is_draining();
+    let service_state = state.clone();
+    let service = service_fn(move |request| {
+        let state = service_state.clone();
+        async move { http::router::serve(&state, request).await }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(!accepted_draining)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    if !accepted_draining {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(peer = %peer, error = %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = state.drain.draining() => {}
+        }
+        // Finish the request in flight, then close (idle connections close at once).
+        connection.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = state.drain.aborted() => {}
+    }
+    // The handlers answer at once now; let hyper write that out.
+    let _ = tokio::time::timeout(ANSWER_FLUSH, connection).await;
 }

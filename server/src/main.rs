@@ -1,6 +1,7 @@
 //! The `pyexec` binary: configuration and logging, then the server.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use pyexec_server::config::{self, Config};
 
@@ -8,6 +9,8 @@ use pyexec_server::config::{self, Config};
 const EXIT_BAD_CONFIG: u8 = 64;
 /// The server could not start (no sandbox, port taken, …).
 const EXIT_START_FAILED: u8 = 1;
+/// How long the runtime's remaining tasks get once serving is over.
+const RUNTIME_EXIT: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
     if let Some(arg) = std::env::args().nth(1) {
@@ -56,7 +59,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_START_FAILED);
         }
     };
-    match runtime.block_on(pyexec_server::startup::serve(config)) {
+    let served = runtime.block_on(pyexec_server::startup::serve(config));
+    // Dropping the runtime would wait for blocking tasks without a bound; the
+    // shutdown has already spent its time (grace + 1 s at most).
+    runtime.shutdown_timeout(RUNTIME_EXIT);
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // stderr for a person at a terminal, the log for Cloud Logging.

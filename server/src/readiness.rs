@@ -20,7 +20,6 @@ const BROKEN_AFTER_FAILURES: u32 = 3;
 #[derive(Default)]
 pub struct Readiness {
     warmed: AtomicBool,
-    draining: AtomicBool,
     last_spawn_error: Mutex<Option<String>>,
 }
 
@@ -40,13 +39,9 @@ impl Readiness {
             .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    /// `Ok` when ready, else why not.
-    pub fn check(&self, pool: &PoolStatus) -> Result<(), String> {
-        if self.draining.load(Ordering::Relaxed) || pool.closed {
+    /// `Ok` when ready, else why not. `draining`: a shutdown has begun.
+    pub fn check(&self, pool: &PoolStatus, draining: bool) -> Result<(), String> {
+        if draining || pool.closed {
             return Err("shutting down".into());
         }
         if pool.ready == 0 && pool.spawn_failures_in_a_row >= BROKEN_AFTER_FAILURES {
@@ -91,18 +86,18 @@ mod tests {
     fn ready_once_a_worker_was_ready() {
         let r = Readiness::new();
         assert!(r
-            .check(&status(2, 0, 0))
+            .check(&status(2, 0, 0), false)
             .unwrap_err()
             .contains("warming up"));
         r.worker_ready();
-        assert!(r.check(&status(2, 1, 0)).is_ok());
+        assert!(r.check(&status(2, 1, 0), false).is_ok());
         // Every worker busy: saturated, still ready.
-        assert!(r.check(&status(2, 0, 0)).is_ok());
+        assert!(r.check(&status(2, 0, 0), false).is_ok());
     }
 
     #[test]
     fn a_pool_of_zero_is_ready_at_once() {
-        assert!(Readiness::new().check(&status(0, 0, 0)).is_ok());
+        assert!(Readiness::new().check(&status(0, 0, 0), false).is_ok());
     }
 
     #[test]
@@ -110,17 +105,20 @@ mod tests {
         let r = Readiness::new();
         r.worker_ready();
         r.spawn_failed("nsjail exited 255");
-        assert!(r.check(&status(2, 0, 2)).is_ok());
-        let why = r.check(&status(2, 0, 3)).unwrap_err();
+        assert!(r.check(&status(2, 0, 2), false).is_ok());
+        let why = r.check(&status(2, 0, 3), false).unwrap_err();
         assert!(why.contains("nsjail exited 255"), "{why}");
-        assert!(r.check(&status(0, 0, 3)).is_err());
+        assert!(r.check(&status(0, 0, 3), false).is_err());
     }
 
     #[test]
     fn draining_is_unready() {
         let r = Readiness::new();
         r.worker_ready();
-        r.start_draining();
-        assert_eq!(r.check(&status(2, 2, 0)).unwrap_err(), "shutting down");
+        assert!(r.check(&status(2, 2, 0), false).is_ok());
+        assert_eq!(
+            r.check(&status(2, 2, 0), true).unwrap_err(),
+            "shutting down"
+        );
     }
 }

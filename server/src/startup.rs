@@ -3,6 +3,7 @@
 //! an error that says what is missing and how to fix it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use pyexec_worker::nsjail::NsjailSandbox;
@@ -53,10 +54,18 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::start(&config, sandbox.clone(), metrics);
     tracing::info!(address = %address, port = address.port(), "listening");
     crate::run(listener, state, crate::shutdown::signal_received()).await;
-    // Only now is every worker's cgroup gone, so the parent can go too.
-    sandbox.close();
+    // Only now is every worker's cgroup gone, so the parent can go too. Off
+    // the runtime and bounded: it retries while a cgroup still empties, and
+    // the shutdown must end within the grace period plus one second.
+    let closing = tokio::task::spawn_blocking(move || sandbox.close());
+    if tokio::time::timeout(CGROUP_CLOSE, closing).await.is_err() {
+        tracing::warn!("the cgroup root was not removed in time; exiting without it");
+    }
     Ok(())
 }
+
+/// How long removing the cgroup root may take at exit.
+const CGROUP_CLOSE: Duration = Duration::from_millis(150);
 
 /// The configuration at start-up. Nothing in it is secret: paths and limits.
 fn log_config(config: &Config) {

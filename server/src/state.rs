@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::pool_events::PoolEvents;
 use crate::readiness::Readiness;
 use crate::request_id::RequestIds;
+use crate::shutdown::Drain;
 
 /// The limits a request is checked against, and the figures its error
 /// messages quote.
@@ -47,6 +48,8 @@ pub struct AppState<S: Sandbox> {
     pub request_ids: RequestIds,
     /// With it, trace headers become the log's trace field.
     pub gcp_project: Option<String>,
+    /// Where a shutdown is; the handlers answer by it.
+    pub drain: Drain,
     /// How long in-flight requests get after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Client connections open at once, at most.
@@ -69,6 +72,7 @@ impl<S: Sandbox> AppState<S> {
             readiness,
             request_ids: RequestIds::new(),
             gcp_project: config.gcp_project.clone(),
+            drain: Drain::new(),
             shutdown_grace: config.shutdown_grace,
             max_connections: config.max_connections,
         })

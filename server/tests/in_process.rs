@@ -477,73 +477,178 @@ async fn a_client_that_goes_away_stops_its_worker() {
     server.shutdown().await;
 }
 
+/// Until the job running at the signal is done: `/readyz` answers 503 at
+/// once, a new job is refused with `shutting_down`, the running one answers
+/// normally, and the shutdown ends as soon as nothing is left (not at the end
+/// of the grace period).
 #[tokio::test]
-async fn shutdown_lets_in_flight_requests_finish() {
+async fn from_the_signal_probes_and_new_jobs_get_503_while_in_flight_requests_finish() {
     let mut server = InProcessServer::start(&[("PYEXEC_SHUTDOWN_GRACE", "5")]).await;
     let addr = server.addr;
-    let in_flight = tokio::spawn(execute(addr, "slow:300"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_flight = tokio::spawn(execute(addr, "slow:600"));
+    wait_until("the job runs", || server.state.pool.status().busy == 1).await;
+    let signalled = Instant::now();
     let stopping = server.begin_shutdown();
+    wait_until("the drain begins", || server.state.drain.is_draining()).await;
+
+    let ready = get(addr, "/readyz").await;
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["reason"], "shutting down");
+    let refused = execute(addr, "x").await;
+    assert_eq!(
+        (refused.status, refused.json()["kind"].as_str().unwrap()),
+        (503, "shutting_down"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
     let answered = in_flight.await.unwrap();
     assert_eq!(answered.status, 200, "{}", answered.text());
+
     tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("run returned")
         .unwrap();
     assert!(
+        signalled.elapsed() < Duration::from_secs(2),
+        "it waited out the grace period with nothing left to finish"
+    );
+    assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
     assert!(server.state.pool.status().closed);
+    let metrics = rendered_metrics(&server);
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "pyexec_rejected_total",
+            &[("reason", "shutting_down")]
+        ),
+        1.0
+    );
 }
 
+/// At the end of the grace period, a running job and a request queued for a
+/// worker (whose replacement never comes: its spawn hangs) are both answered
+/// 503 `shutting_down`, the running job's worker is stopped by its lease, and
+/// the whole shutdown still ends within the grace period plus one second.
 #[tokio::test]
-async fn shutdown_aborts_what_outlives_the_grace() {
-    let sandbox = FakeSandbox::default();
+async fn what_outlives_the_grace_is_answered_and_stopped() {
+    let sandbox = FakeSandbox {
+        hang_from_spawn: Some(2),
+        ..FakeSandbox::default()
+    };
     let mut server = InProcessServer::start_with(
-        &[("PYEXEC_SHUTDOWN_GRACE", "0.3"), ("PYEXEC_TIMEOUT", "60")],
+        &[
+            ("PYEXEC_POOL_SIZE", "1"),
+            ("PYEXEC_QUEUE_MAX", "4"),
+            ("PYEXEC_QUEUE_TIMEOUT", "60"),
+            ("PYEXEC_SHUTDOWN_GRACE", "0.3"),
+            ("PYEXEC_TIMEOUT", "60"),
+        ],
         sandbox.clone(),
     )
     .await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(
-        &mut stream,
-        b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 19\r\n\r\n{\"script\": \"sleep\"}",
-    )
-    .await
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.state.pool.status().busy == 0 {
-        assert!(Instant::now() < deadline, "the job never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let addr = server.addr;
+    let running = tokio::spawn(execute(addr, "sleep"));
+    wait_until("the job runs", || server.state.pool.status().busy == 1).await;
+    let queued = tokio::spawn(execute(addr, "x"));
+    wait_until("a request queues", || {
+        server.state.pool.status().waiting == 1
+    })
+    .await;
+
+    let signalled = Instant::now();
+    let stopping = server.begin_shutdown();
+    for (what, request) in [("running", running), ("queued", queued)] {
+        let answer = request.await.unwrap();
+        assert_eq!(
+            (answer.status, answer.json()["kind"].as_str().unwrap()),
+            (503, "shutting_down"),
+            "{what}: {}",
+            answer.text()
+        );
+        assert_eq!(answer.header("retry-after"), Some("1"), "{what}");
+        assert!(
+            signalled.elapsed() >= Duration::from_millis(250),
+            "{what}: answered before the grace period was over"
+        );
     }
-    let started = Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), server.begin_shutdown())
+    tokio::time::timeout(Duration::from_secs(5), stopping)
         .await
         .expect("run returned")
         .unwrap();
+    let took = signalled.elapsed();
+    println!("shutdown took {took:?}");
     assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "it did not wait for the grace period"
+        took <= Duration::from_millis(1300),
+        "shutdown took {took:?}, over the grace period (0.3 s) + 1 s"
     );
     // The pool's shutdown stops the idle workers; only the lease's drop can
     // stop the one whose job was cut off.
     assert_eq!(
         sandbox.stopped(JobState::Running).len(),
         1,
-        "the aborted job's worker was not stopped by its lease: {:?}",
+        "the cut-off job's worker was not stopped by its lease: {:?}",
         sandbox.stops.lock().unwrap()
     );
-    assert!(!sandbox.stopped(JobState::NoJob).is_empty());
-    // The aborted request's connection closes without an answer.
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut answer),
+    // The queued request was refused; the cut-off job was not a refusal.
+    let metrics = rendered_metrics(&server);
+    assert_eq!(
+        common::sample(
+            &metrics,
+            "pyexec_rejected_total",
+            &[("reason", "shutting_down")]
+        ),
+        1.0
+    );
+}
+
+/// A spawn that never finishes cannot hold the shutdown past the grace period
+/// plus one second, even with nothing in flight.
+#[tokio::test]
+async fn a_hung_spawn_does_not_stall_the_shutdown() {
+    let sandbox = FakeSandbox {
+        hang_from_spawn: Some(2),
+        ..FakeSandbox::default()
+    };
+    let mut server = InProcessServer::start_with(
+        &[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SHUTDOWN_GRACE", "0.5")],
+        sandbox,
     )
-    .await
-    .expect("the connection was closed");
-    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    .await;
+    wait_until("the second spawn hangs", || {
+        let status = server.state.pool.status();
+        status.ready == 1 && status.spawning == 1
+    })
+    .await;
+    let signalled = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), server.begin_shutdown())
+        .await
+        .expect("the shutdown waited for a spawn that never ends")
+        .unwrap();
+    let took = signalled.elapsed();
+    println!("shutdown took {took:?}");
+    assert!(
+        took <= Duration::from_millis(1500),
+        "shutdown took {took:?}, over the grace period (0.5 s) + 1 s"
+    );
+}
+
+/// Polls `check` every 5 ms for up to 5 s.
+async fn wait_until(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The metrics without HTTP (the listener is gone after a shutdown).
+fn rendered_metrics(server: &InProcessServer) -> prometheus_parse::Scrape {
+    let (text, _) = server.state.metrics.render().unwrap();
+    common::parse_metrics(&String::from_utf8(text).unwrap())
 }
 
 /// A body trickled a byte every 50 ms never goes idle, yet the deadline for

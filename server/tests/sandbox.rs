@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{execute, sample, scrape, TestServer};
+use common::{execute, get, sample, scrape, TestServer};
 use tokio::io::AsyncWriteExt;
 
 /// nsjail processes whose parent is `server`.
@@ -222,4 +222,90 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
         let root = format!("/sys/fs/cgroup/{controller}/pyexec/{pid}");
         assert!(!Path::new(&root).exists(), "{root} was left behind");
     }
+}
+
+/// SIGTERM during a long job: `/readyz` turns 503 at once and stays reachable
+/// through the grace period, a new job is refused with `shutting_down`, the
+/// long job is answered 503 `shutting_down` when the grace ends, and the
+/// process exits 0 within the grace period plus one second.
+#[tokio::test]
+async fn sigterm_answers_probes_and_the_cut_off_job_within_the_grace() {
+    let grace = Duration::from_secs(2);
+    let mut server =
+        TestServer::start(&[("PYEXEC_SHUTDOWN_GRACE", "2"), ("PYEXEC_TIMEOUT", "60")]).await;
+    let addr = server.addr;
+    let long_job = tokio::spawn(execute(
+        addr,
+        "import time\ndef main():\n    time.sleep(60)\n",
+    ));
+    let mut busy = 0.0;
+    for _ in 0..100 {
+        busy = sample(&scrape(addr).await, "pyexec_workers", &[("state", "busy")]);
+        if busy == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(busy, 1.0, "the long job never started");
+
+    let signalled = Instant::now();
+    server.sigterm();
+    let unready = loop {
+        let ready = get(addr, "/readyz").await;
+        if ready.status == 503 {
+            break signalled.elapsed();
+        }
+        assert_eq!(ready.status, 200, "{}", ready.text());
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "/readyz still 200"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let refused = execute(addr, "def main():\n    return {}\n").await;
+    assert_eq!(
+        (
+            refused.status,
+            refused.json()["kind"].as_str().unwrap_or("")
+        ),
+        (503, "shutting_down"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // Late in the grace period the probe still gets its answer.
+    tokio::time::sleep_until((signalled + grace - Duration::from_millis(300)).into()).await;
+    let late = get(addr, "/readyz").await;
+    assert_eq!(late.status, 503);
+    assert_eq!(late.json()["reason"], "shutting down");
+
+    let cut_off = long_job.await.unwrap();
+    let answered = signalled.elapsed();
+    assert_eq!(
+        (
+            cut_off.status,
+            cut_off.json()["kind"].as_str().unwrap_or("")
+        ),
+        (503, "shutting_down"),
+        "{}",
+        cut_off.text()
+    );
+    assert_eq!(cut_off.header("retry-after"), Some("1"));
+    assert!(
+        answered >= grace - Duration::from_millis(100),
+        "{answered:?}"
+    );
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("pyexec exits after SIGTERM");
+    let exited = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    println!(
+        "SIGTERM → /readyz 503 after {unready:?}, cut-off job answered after {answered:?}, exit after {exited:?} (grace {grace:?})"
+    );
+    assert!(
+        exited <= grace + Duration::from_secs(1),
+        "exit {exited:?} after SIGTERM, over the grace period + 1 s"
+    );
 }

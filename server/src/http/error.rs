@@ -30,13 +30,16 @@ pub enum Kind {
     /// the framing): the job's answer can't be trusted.
     ProtocolViolation,
     Overloaded,
+    /// The server is shutting down: a new job is refused, or a job still
+    /// running at the end of the grace period was stopped.
+    ShuttingDown,
     NotFound,
     MethodNotAllowed,
     Internal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::InvalidRequest,
         Kind::UnsupportedMediaType,
         Kind::ScriptTooLarge,
@@ -51,6 +54,7 @@ impl Kind {
         Kind::WorkerExited,
         Kind::ProtocolViolation,
         Kind::Overloaded,
+        Kind::ShuttingDown,
         Kind::NotFound,
         Kind::MethodNotAllowed,
         Kind::Internal,
@@ -72,6 +76,7 @@ impl Kind {
             Kind::WorkerExited => "worker_exited",
             Kind::ProtocolViolation => "protocol_violation",
             Kind::Overloaded => "overloaded",
+            Kind::ShuttingDown => "shutting_down",
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
             Kind::Internal => "internal",
@@ -133,10 +138,14 @@ pub struct ApiError {
     /// The methods a path allows (405 only).
     pub allow: Option<&'static str>,
     pub detail: Option<String>,
+    /// A job ran for this request: the answer is its outcome, not a refusal.
+    pub job_ran: bool,
 }
 
 /// What a client that got 503 should wait before retrying, in seconds: a
-/// worker is replaced within about half a second, so one second is plenty.
+/// worker is replaced within about half a second, and a shutting-down
+/// instance gets no new traffic once its readiness probe fails, so one second
+/// is plenty.
 const RETRY_AFTER_SECONDS: &str = "1";
 
 /// The message a client gets for our own faults; the detail goes to the log.
@@ -161,6 +170,7 @@ impl ApiError {
             Kind::WorkerExited => StatusCode::BAD_REQUEST,
             Kind::ProtocolViolation => StatusCode::BAD_REQUEST,
             Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -176,6 +186,7 @@ impl ApiError {
             output: None,
             allow: None,
             detail: None,
+            job_ran: false,
         }
     }
 
@@ -218,17 +229,37 @@ impl ApiError {
         )
     }
 
-    pub fn overloaded(reason: CheckoutError) -> ApiError {
+    /// No worker for this request: overloaded, or shutting down.
+    pub fn from_checkout(reason: CheckoutError) -> ApiError {
         let message = match reason {
             CheckoutError::QueueFull => "every worker is busy and the queue is full; retry shortly",
             CheckoutError::QueueTimeout => "no worker became free in time; retry shortly",
-            CheckoutError::ShuttingDown => {
-                "the server is shutting down; retry and another instance will answer"
-            }
+            CheckoutError::ShuttingDown => return ApiError::shutting_down(),
         };
         ApiError {
             detail: Some(reason.as_str().into()),
             ..ApiError::new(Kind::Overloaded, message)
+        }
+    }
+
+    /// A new job refused, or one still waiting for a worker, while the server
+    /// shuts down.
+    pub fn shutting_down() -> ApiError {
+        ApiError::new(
+            Kind::ShuttingDown,
+            "the server is shutting down; retry and another instance will answer",
+        )
+    }
+
+    /// A job still running when the shutdown's grace period ended: stopped,
+    /// and answered so that the client can retry elsewhere.
+    pub fn cut_off_by_shutdown() -> ApiError {
+        ApiError {
+            job_ran: true,
+            ..ApiError::new(
+                Kind::ShuttingDown,
+                "the server shut down before the script finished and stopped it; retry and another instance will run it",
+            )
         }
     }
 
@@ -272,20 +303,23 @@ impl ApiError {
             JobFailure::Sandbox(detail) => ApiError::internal(format!("sandbox: {detail}")),
         };
         error.output = Some(Box::new(output));
+        error.job_ran = true;
         error
     }
 
     /// Whether this refused the request before any job ran (counted in
     /// `pyexec_rejected_total`).
     pub fn is_rejection(&self) -> bool {
-        matches!(
-            self.kind,
-            Kind::InvalidRequest
-                | Kind::UnsupportedMediaType
-                | Kind::ScriptTooLarge
-                | Kind::RequestTimeout
-                | Kind::Overloaded
-        )
+        !self.job_ran
+            && matches!(
+                self.kind,
+                Kind::InvalidRequest
+                    | Kind::UnsupportedMediaType
+                    | Kind::ScriptTooLarge
+                    | Kind::RequestTimeout
+                    | Kind::Overloaded
+                    | Kind::ShuttingDown
+            )
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -313,7 +347,7 @@ impl ApiError {
         if let Some(allow) = self.allow {
             headers.insert(ALLOW, HeaderValue::from_static(allow));
         }
-        if self.kind == Kind::Overloaded {
+        if matches!(self.kind, Kind::Overloaded | Kind::ShuttingDown) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         debug_assert!(headers.contains_key(CONTENT_TYPE));
@@ -358,7 +392,8 @@ mod tests {
                 "unsupported_media_type",
                 "script_too_large",
                 "request_timeout",
-                "overloaded"
+                "overloaded",
+                "shutting_down"
             ]
         );
     }
@@ -381,6 +416,7 @@ mod tests {
             ("worker_exited", 400),
             ("protocol_violation", 400),
             ("overloaded", 503),
+            ("shutting_down", 503),
             ("not_found", 404),
             ("method_not_allowed", 405),
             ("internal", 500),
@@ -515,12 +551,24 @@ mod tests {
         assert_eq!(json["stdout"], "printed\n");
         assert_eq!(json["stdout_truncated"], false);
 
-        let overloaded = ApiError::overloaded(CheckoutError::QueueFull).into_response();
+        let overloaded = ApiError::from_checkout(CheckoutError::QueueFull).into_response();
         assert_eq!(overloaded.status(), 503);
         assert_eq!(overloaded.headers()[RETRY_AFTER], "1");
         let body = overloaded.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert!(json.get("stdout").is_none(), "no script ran");
+
+        // Refused at shutdown (new, or still queued) vs cut off at its end:
+        // both 503 with Retry-After, only the first a refusal.
+        let refused = ApiError::from_checkout(CheckoutError::ShuttingDown);
+        let cut_off = ApiError::cut_off_by_shutdown();
+        assert!(refused.is_rejection() && !cut_off.is_rejection());
+        for error in [refused, cut_off] {
+            assert_eq!(error.kind, Kind::ShuttingDown);
+            let response = error.into_response();
+            assert_eq!(response.status(), 503);
+            assert_eq!(response.headers()[RETRY_AFTER], "1");
+        }
 
         let allow =
             ApiError::method_not_allowed(&hyper::Method::GET, "/execute", "POST").into_response();

@@ -2,6 +2,7 @@
 //! worker, answer its result and output (or its failure), and log one line
 //! per job.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -50,9 +51,33 @@ struct Success<'a> {
     output: &'a ScriptOutput,
 }
 
+/// From a shutdown's signal on, a new request is refused with
+/// `shutting_down`. At the end of its grace period, one still reading its
+/// body, queued or running is answered the same way; a running job is stopped
+/// by its lease's drop.
 pub async fn handle<S: Sandbox>(
     state: &AppState<S>,
     request: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::shutting_down());
+    }
+    let job_started = AtomicBool::new(false);
+    match state
+        .drain
+        .unless_aborted(execute(state, request, &job_started))
+        .await
+    {
+        Some(answer) => answer,
+        None if job_started.load(Ordering::Relaxed) => Err(ApiError::cut_off_by_shutdown()),
+        None => Err(ApiError::shutting_down()),
+    }
+}
+
+async fn execute<S: Sandbox>(
+    state: &AppState<S>,
+    request: Request<Incoming>,
+    job_started: &AtomicBool,
 ) -> Result<Response<Body>, ApiError> {
     check_content_type(request.headers())?;
     let limits = &state.limits;
@@ -69,12 +94,18 @@ pub async fn handle<S: Sandbox>(
     let script_sha256 = hex(&Sha256::digest(script.as_bytes()));
 
     let asked = Instant::now();
-    let lease = state.pool.checkout().await.map_err(ApiError::overloaded)?;
+    let lease = state
+        .pool
+        .checkout()
+        .await
+        .map_err(ApiError::from_checkout)?;
     let queue_wait = asked.elapsed();
     let worker_id = lease.worker_id();
+    job_started.store(true, Ordering::Relaxed);
 
-    // If the client goes away, hyper drops this future: the lease's drop stops
-    // the worker, and this guard leaves a line in the log saying so.
+    // If the client goes away, hyper drops this future (and so does the
+    // shutdown at the end of its grace): the lease's drop stops the worker,
+    // and this guard leaves a line in the log saying so.
     let mut abandoned = AbandonedJob {
         worker_id,
         armed: true,

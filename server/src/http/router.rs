@@ -12,7 +12,7 @@ use pyexec_worker::Sandbox;
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::error::ApiError;
+use super::error::{ApiError, Kind};
 use super::{execute, health, Body};
 use crate::request_id;
 use crate::state::AppState;
@@ -124,16 +124,17 @@ async fn dispatch<S: Sandbox>(
     }
 }
 
-/// Our own faults at error level with their detail; a refused request at
-/// info; a job's failure is already in its "job finished" line.
+/// A refused request at info; our own faults at error level with their
+/// detail; a job's failure is already in its "job finished" line, and a job
+/// cut off by the shutdown in the line its request's end leaves.
 fn log_error(error: &ApiError) {
     let kind = error.kind.as_str();
     let detail = error.detail.as_deref().unwrap_or("");
-    if error.status().is_server_error() {
-        tracing::error!(kind, detail, "request failed: {}", error.message);
-    } else if error.is_rejection() {
+    if error.is_rejection() {
         tracing::info!(kind, detail, "request refused: {}", error.message);
-    } else if error.output.is_none() {
+    } else if error.status().is_server_error() && error.kind != Kind::ShuttingDown {
+        tracing::error!(kind, detail, "request failed: {}", error.message);
+    } else if !error.job_ran {
         tracing::debug!(kind, "request refused: {}", error.message);
     }
 }

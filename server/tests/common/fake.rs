@@ -30,6 +30,8 @@ pub struct FakeSandbox {
     pub broken: bool,
     /// How long a spawn takes.
     pub spawn_delay: Duration,
+    /// Spawns from this worker id on never finish (ids count from 1).
+    pub hang_from_spawn: Option<u64>,
 }
 
 /// Where a worker's job was when the worker was stopped.
@@ -74,6 +76,9 @@ impl Sandbox for FakeSandbox {
     type Worker = FakeWorker;
 
     async fn spawn(&self, id: u64) -> Result<FakeWorker, SpawnError> {
+        if self.hang_from_spawn.is_some_and(|from| id >= from) {
+            std::future::pending::<()>().await;
+        }
         tokio::time::sleep(self.spawn_delay).await;
         if self.broken {
             return Err(SpawnError {
