@@ -1,17 +1,23 @@
-"""The pyexec job runner: the program each sandboxed Python worker runs.
+"""The pyexec job runner: what every job process runs, in both isolation modes.
 
-This file owns everything that happens inside one nsjail-isolated worker:
-warm-up (importing numpy/pandas so the first job is fast), the worker side of
-the length-prefixed JSON protocol on fd 3, running exactly one untrusted
-script with its stdout/stderr pointed at the capture pipes (fds 4 and 5), and
-turning whatever the script did into exactly one "result" or "error" frame.
+This file owns everything between a warm interpreter and its one answer:
+warm-up (importing numpy/pandas so the first job is fast), the job side of
+the length-prefixed JSON protocol, running exactly one untrusted script with
+its stdout/stderr pointed at the capture pipes, and turning whatever the
+script did into exactly one "result" or "error" frame (`serve`).
 
-File descriptors on entry (set up by the server):
-    0, 1 -> /dev/null    2 -> the server's log (warm-up and protocol errors)
+- spawn mode: nsjail runs this file; `main` warms up, seals the process
+  (confine.py) and serves the job.
+- fork mode: zygote.py imports this module, warms up once, and each job
+  child it forks seals itself and calls the same `serve`.
+
+File descriptors on entry to `serve` (set up by the server or the zygote):
+    0, 1 -> /dev/null    2 -> the server's log (spawn) or /dev/null (fork)
     3    -> the job socket
     4, 5 -> the job's stdout / stderr capture pipes
-Before the script runs, fd 2 is pointed at the stderr pipe and the runner's
-own copy of the log is closed: the script never holds the log.
+Before the script runs, fds 1 and 2 point at the capture pipes and every
+other descriptor but the job socket and /dev/null is closed: the script
+never holds the server's log.
 
 The script runs in this process and can do anything Python can: close fds,
 monkeypatch modules and builtins, replace sys.stdout, write to fds. So every
@@ -35,6 +41,10 @@ import types
 
 import json
 import _json
+
+# The runner's directory: `python -I` leaves it off sys.path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import confine  # noqa: E402
 
 # Private references taken before any user code runs (see module docstring).
 _os_read = os.read
@@ -64,6 +74,8 @@ SCRIPT_FILENAME = "<script>"
 SCRIPT_MODULE_NAME = "script"
 
 JOB_FD, STDOUT_PIPE_FD, STDERR_PIPE_FD = 3, 4, 5
+# Above any descriptor a jail's RLIMIT_NOFILE lets a process open.
+MAX_FD = 1 << 20
 MAX_JOB_FRAME_BYTES = 16 * 1024 * 1024
 MAX_MESSAGE_BYTES = 8 * 1024
 MAX_TRACEBACK_BYTES = 64 * 1024
@@ -786,28 +798,43 @@ def release_capture_pipes(devnull_fd):
 
 
 def log(log_fd, message):
+    if log_fd is None:
+        return
     try:
         _write_all(log_fd, f"pyexec runner: {message}\n".encode("utf-8", "backslashreplace"))
     except OSError:
         pass
 
 
-# ------------------------------------------------------------------- main
+def close_all_fds_except(keep):
+    """Close every descriptor but those in keep: the script reaches nothing else."""
+    low = 0
+    for fd in sorted(keep) + [None]:
+        high = MAX_FD if fd is None else fd
+        if low < high:
+            os.closerange(low, high)
+        if fd is not None:
+            low = fd + 1
 
 
-def main():
-    log_fd = _private_fd(2)
+# ------------------------------------------------------- one job, both modes
+
+
+def serve(ready_frame, log_fd=None):
+    """The life of a job process from "ready" to its end, the same in both
+    isolation modes. Never returns.
+
+    On entry: fds 0 and 1 are /dev/null, 3 is the job socket, 4 and 5 the
+    job's stdout/stderr pipes; fd 2 and log_fd lead to the server's log (spawn
+    mode) or /dev/null (fork mode). Before the script runs, everything but
+    the job socket (on a private fd), /dev/null and the capture pipes (on 1
+    and 2) is closed: the log pipe among them, so a script can't flood it.
+    """
     try:
-        ready = warm_up()
         job_fd = _private_fd(JOB_FD)
         devnull_fd = _private_fd(1)  # fd 1 is /dev/null until the job starts
         _os_close(JOB_FD)
-    except BaseException as exc:
-        log(log_fd, f"warm-up failed: {type(exc).__name__}: {_safe_str(exc)}")
-        _os_exit(EXIT_WARMUP_FAILED)
-
-    try:
-        send_frame(job_fd, encode_frame(ready))
+        send_frame(job_fd, ready_frame)
         job = read_job(job_fd)
     except ProtocolError as exc:
         log(log_fd, f"protocol error: {exc}")
@@ -819,12 +846,9 @@ def main():
         _os_exit(0)  # the server shut this worker down before giving it a job
 
     source, max_result_bytes = job
-    # The script must not reach the server's log: a pipe it could fill at
-    # memory speed. From here on, errors travel in the result frame (or, if
-    # even that fails, in the exit status).
-    _os_close(log_fd)
     try:
         point_stdio_at_capture_pipes()
+        close_all_fds_except({0, 1, 2, job_fd, devnull_fd})
         frame = run_job(source, max_result_bytes)
     except BaseException as exc:
         frame = _internal_error_frame(exc)
@@ -832,12 +856,24 @@ def main():
     try:
         release_capture_pipes(devnull_fd)
     except BaseException:
-        pass  # the answer matters more than output the script already broke
+        pass  # the answer below matters more than the output's end
     try:
         send_frame(job_fd, frame)
     except BaseException:
         _os_exit(EXIT_INTERNAL_ERROR)
     _os_exit(0)
+
+
+def main():
+    """Spawn mode: this interpreter is one jail's only job process."""
+    log_fd = _private_fd(2)
+    try:
+        ready = warm_up()
+        confine.seal()
+    except BaseException as exc:
+        log(log_fd, f"warm-up failed: {type(exc).__name__}: {_safe_str(exc)}")
+        _os_exit(EXIT_WARMUP_FAILED)
+    serve(encode_frame(ready), log_fd)
 
 
 def _internal_error_frame(exc):

@@ -666,7 +666,8 @@ class ProtocolErrorTest(unittest.TestCase):
         proc = subprocess.Popen(
             [PYTHON, "-I", "-X", "utf8", "-B", "-c",
              f"import sys; sys.modules['pandas'] = None; sys.argv = ['runner'];"
-             f"exec(compile(open({RUNNER!r}).read(), 'runner', 'exec'))"],
+             f"exec(compile(open({RUNNER!r}).read(), {RUNNER!r}, 'exec'),"
+             f" {{'__name__': '__main__', '__file__': {RUNNER!r}}})"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_w)
         os.close(log_w)
         with os.fdopen(log_r, "rb") as log:

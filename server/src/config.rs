@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use pyexec_worker::channel::FRAME_OVERHEAD;
+use pyexec_worker::fork::Recycling;
 use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
 use pyexec_worker::PoolConfig;
 
@@ -41,8 +43,27 @@ pub enum DefaultValue<T> {
 /// they are read (a derived default may use only those read before it).
 pub struct Machine {
     pub cpus: usize,
+    pub isolation: Isolation,
     pub pool_size: usize,
     pub queue_max: usize,
+}
+
+/// How a job's process is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// A child forked from a warm zygote, a fresh sandbox of its own.
+    Fork,
+    /// A fresh jail (and interpreter) per job.
+    Spawn,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Fork => "fork",
+            Isolation::Spawn => "spawn",
+        }
+    }
 }
 
 /// A row of the table, whatever the variable's type.
@@ -100,6 +121,13 @@ pub static BODY_TIMEOUT: Var<Duration> = Var {
     parse: |s| seconds(s, false),
 };
 
+pub static ISOLATION: Var<Isolation> = Var {
+    name: "PYEXEC_ISOLATION",
+    default: DefaultValue::Text("fork"),
+    meaning: "fork: each job is a child of a warm zygote, forked into a fresh sandbox of its own (a few ms of CPU); spawn: a fresh jail and interpreter per job (shares nothing but the kernel; about 0.25 CPU-s)",
+    parse: |s| choice(s, &[("fork", Isolation::Fork), ("spawn", Isolation::Spawn)]),
+};
+
 pub static TIMEOUT: Var<Duration> = Var {
     name: "PYEXEC_TIMEOUT",
     default: DefaultValue::Text("10"),
@@ -115,16 +143,21 @@ pub static MAX_SCRIPT_CHARS: Var<usize> = Var {
     parse: |s| number(s, "a positive number of characters", |n| *n > 0),
 };
 
-/// Two workers per core: a spawn (interpreter start plus the numpy/pandas
-/// imports) costs about a quarter of a CPU-second, so one is ready to take a
-/// job while the other refills.
+/// Fork mode: a pre-forked child costs about 2.6 MB private memory and 5 ms
+/// of CPU, so eight per core serve a burst of that size warm. Spawn mode:
+/// a spawn (interpreter start plus the numpy/pandas imports) costs about a
+/// quarter of a CPU-second, so two per core keep one ready while the other
+/// refills.
 pub static POOL_SIZE: Var<usize> = Var {
     name: "PYEXEC_POOL_SIZE",
     default: DefaultValue::Derived {
-        shown: "2 × CPUs, at least 2",
-        derive: |m| (2 * m.cpus).max(2),
+        shown: "fork: 8 × CPUs, at least 8; spawn: 2 × CPUs, at least 2",
+        derive: |m| match m.isolation {
+            Isolation::Fork => (8 * m.cpus).max(8),
+            Isolation::Spawn => (2 * m.cpus).max(2),
+        },
     },
-    meaning: "warm workers; 0 = one jail per request. Two per core: one ready while one refills",
+    meaning: "warm workers; 0 = one worker made per request (the benchmark's baseline)",
     parse: |s| number(s, "a number of workers, 0 to 4096", |n| *n <= 4096),
 };
 
@@ -143,6 +176,19 @@ pub static QUEUE_TIMEOUT: Var<Duration> = Var {
     default: DefaultValue::Text("5"),
     meaning: "seconds a request may wait for a worker before 503 overloaded",
     parse: |s| seconds(s, true),
+};
+
+/// Each running job may take up to PYEXEC_MEMORY_MB: this bounds the sum.
+/// Four per core keeps every core busy with jobs that wait on something
+/// while a burst larger than that queues for milliseconds.
+pub static MAX_JOBS: Var<usize> = Var {
+    name: "PYEXEC_MAX_JOBS",
+    default: DefaultValue::Derived {
+        shown: "4 × CPUs, at least 4",
+        derive: |m| (4 * m.cpus).max(4),
+    },
+    meaning: "jobs running at once; more wait in the queue. Each may use PYEXEC_MEMORY_MB: size the machine's memory for this many",
+    parse: |s| number(s, "a positive number of jobs", |n| *n > 0),
 };
 
 pub static MAX_PARALLEL_SPAWNS: Var<usize> = Var {
@@ -249,6 +295,20 @@ pub static SPAWN_TIMEOUT: Var<Duration> = Var {
     parse: |s| seconds(s, false),
 };
 
+pub static ZYGOTE_MAX_FORKS: Var<u64> = Var {
+    name: "PYEXEC_ZYGOTE_MAX_FORKS",
+    default: DefaultValue::Text("10000"),
+    meaning: "fork mode: a zygote is replaced by a fresh one after this many forks (its jobs share its memory layout and hash secret)",
+    parse: |s| number(s, "a positive number of forks", |n| *n > 0),
+};
+
+pub static ZYGOTE_MAX_AGE: Var<Duration> = Var {
+    name: "PYEXEC_ZYGOTE_MAX_AGE",
+    default: DefaultValue::Text("600"),
+    meaning: "fork mode: seconds after which a zygote is replaced by a fresh one (its successor is ready first)",
+    parse: |s| seconds(s, false),
+};
+
 pub static SHUTDOWN_GRACE: Var<Duration> = Var {
     name: "PYEXEC_SHUTDOWN_GRACE",
     default: DefaultValue::Text("8"),
@@ -310,11 +370,13 @@ pub static VARIABLES: &[&dyn Row] = &[
     &PORT,
     &MAX_CONNECTIONS,
     &BODY_TIMEOUT,
+    &ISOLATION,
     &TIMEOUT,
     &MAX_SCRIPT_CHARS,
     &POOL_SIZE,
     &QUEUE_MAX,
     &QUEUE_TIMEOUT,
+    &MAX_JOBS,
     &MAX_PARALLEL_SPAWNS,
     &NSJAIL,
     &PYTHON,
@@ -328,6 +390,8 @@ pub static VARIABLES: &[&dyn Row] = &[
     &MAX_OUTPUT_BYTES,
     &MAX_RESULT_BYTES,
     &SPAWN_TIMEOUT,
+    &ZYGOTE_MAX_FORKS,
+    &ZYGOTE_MAX_AGE,
     &SHUTDOWN_GRACE,
     &CGROUP_PARENT,
     &CGROUP_MOUNT,
@@ -357,10 +421,6 @@ const RUNNER_MAX_JOB_FRAME: usize = 16 << 20;
 const JOB_ENVELOPE: usize = 1024;
 /// JSON spends at most this many bytes on one character (`\u00XX`).
 const MAX_JSON_BYTES_PER_CHAR: usize = 6;
-/// The worker reads result frames of up to the result cap plus this much
-/// (`FRAME_OVERHEAD` in the worker's nsjail.rs): the envelope and an
-/// error's traceback.
-const RESULT_FRAME_ROOM: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -374,11 +434,13 @@ pub struct Config {
     pub port: u16,
     pub max_connections: usize,
     pub body_timeout: Duration,
+    pub isolation: Isolation,
     pub timeout: Duration,
     pub max_script_chars: usize,
     pub pool_size: usize,
     pub queue_max: usize,
     pub queue_timeout: Duration,
+    pub max_jobs: usize,
     pub max_parallel_spawns: usize,
     pub nsjail: PathBuf,
     pub python: PathBuf,
@@ -392,6 +454,8 @@ pub struct Config {
     pub max_output_bytes: usize,
     pub max_result_bytes: u64,
     pub spawn_timeout: Duration,
+    pub zygote_max_forks: u64,
+    pub zygote_max_age: Duration,
     pub shutdown_grace: Duration,
     pub cgroup_parent: String,
     pub cgroup_mount: PathBuf,
@@ -462,9 +526,12 @@ impl Config {
         let env = Env { get: &env };
         let mut machine = Machine {
             cpus,
+            isolation: Isolation::Fork,
             pool_size: 0,
             queue_max: 0,
         };
+        let isolation = env.read(&ISOLATION, &machine)?;
+        machine.isolation = isolation;
         let pool_size = env.read(&POOL_SIZE, &machine)?;
         machine.pool_size = pool_size;
         let queue_max = env.read(&QUEUE_MAX, &machine)?;
@@ -474,11 +541,13 @@ impl Config {
             port: env.read(&PORT, m)?,
             max_connections: env.read(&MAX_CONNECTIONS, m)?,
             body_timeout: env.read(&BODY_TIMEOUT, m)?,
+            isolation,
             timeout: env.read(&TIMEOUT, m)?,
             max_script_chars: env.read(&MAX_SCRIPT_CHARS, m)?,
             pool_size,
             queue_max,
             queue_timeout: env.read(&QUEUE_TIMEOUT, m)?,
+            max_jobs: env.read(&MAX_JOBS, m)?,
             max_parallel_spawns: env.read(&MAX_PARALLEL_SPAWNS, m)?,
             nsjail: env.read(&NSJAIL, m)?,
             python: env.read(&PYTHON, m)?,
@@ -492,6 +561,8 @@ impl Config {
             max_output_bytes: env.read(&MAX_OUTPUT_BYTES, m)?,
             max_result_bytes: env.read(&MAX_RESULT_BYTES, m)?,
             spawn_timeout: env.read(&SPAWN_TIMEOUT, m)?,
+            zygote_max_forks: env.read(&ZYGOTE_MAX_FORKS, m)?,
+            zygote_max_age: env.read(&ZYGOTE_MAX_AGE, m)?,
             shutdown_grace: env.read(&SHUTDOWN_GRACE, m)?,
             cgroup_parent: env.read(&CGROUP_PARENT, m)?,
             cgroup_mount: env.read(&CGROUP_MOUNT, m)?,
@@ -524,12 +595,12 @@ impl Config {
                 "with PYEXEC_POOL_SIZE=0 every request waits for its own spawn (about 0.3 s), so PYEXEC_QUEUE_TIMEOUT=0 would refuse every request".into(),
             );
         }
-        if self.max_connections <= self.pool_size + self.queue_max {
+        if self.max_connections <= self.max_jobs + self.queue_max {
             return conflict(
-                &[MAX_CONNECTIONS.name, POOL_SIZE.name, QUEUE_MAX.name],
+                &[MAX_CONNECTIONS.name, MAX_JOBS.name, QUEUE_MAX.name],
                 format!(
-                    "PYEXEC_MAX_CONNECTIONS={} leaves no connection for health probes once PYEXEC_POOL_SIZE ({}) jobs run and PYEXEC_QUEUE_MAX ({}) wait; it must be more than their sum",
-                    self.max_connections, self.pool_size, self.queue_max
+                    "PYEXEC_MAX_CONNECTIONS={} leaves no connection for health probes once PYEXEC_MAX_JOBS ({}) jobs run and PYEXEC_QUEUE_MAX ({}) wait; it must be more than their sum",
+                    self.max_connections, self.max_jobs, self.queue_max
                 ),
             );
         }
@@ -547,7 +618,9 @@ impl Config {
                 ),
             );
         }
-        let largest_result = u64::from(u32::MAX) - RESULT_FRAME_ROOM;
+        // The worker reads result frames of up to the result cap plus the
+        // room for the envelope and an error's traceback.
+        let largest_result = u64::from(u32::MAX) - FRAME_OVERHEAD;
         if self.max_result_bytes > largest_result {
             return conflict(
                 &[MAX_RESULT_BYTES.name],
@@ -583,6 +656,14 @@ impl Config {
             queue_timeout: self.queue_timeout,
             job_timeout: self.timeout,
             max_parallel_spawns: self.max_parallel_spawns,
+            max_jobs: self.max_jobs,
+        }
+    }
+
+    pub fn recycling(&self) -> Recycling {
+        Recycling {
+            max_forks: self.zygote_max_forks,
+            max_age: self.zygote_max_age,
         }
     }
 
@@ -724,10 +805,14 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.max_script_chars, 100_000);
-        assert_eq!(c.pool_size, 4);
-        assert_eq!(c.queue_max, 16);
+        assert_eq!(c.isolation, Isolation::Fork);
+        assert_eq!(c.pool_size, 16);
+        assert_eq!(c.queue_max, 64);
         assert_eq!(c.queue_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_jobs, 8);
         assert_eq!(c.max_parallel_spawns, 2);
+        assert_eq!(c.zygote_max_forks, 10_000);
+        assert_eq!(c.zygote_max_age, Duration::from_secs(600));
         assert_eq!(c.nsjail, PathBuf::from("/opt/pyexec/bin/nsjail"));
         assert_eq!(
             c.python,
@@ -760,22 +845,35 @@ mod tests {
     }
 
     #[test]
-    fn pool_defaults_follow_the_cpu_count() {
-        let one = parse(&[], 1).unwrap();
+    fn pool_defaults_follow_the_cpu_count_and_the_mode() {
+        let spawn = [("PYEXEC_ISOLATION", "spawn")];
+        let one = parse(&spawn, 1).unwrap();
         assert_eq!(
-            (one.pool_size, one.queue_max, one.max_parallel_spawns),
-            (2, 8, 1)
+            (
+                one.pool_size,
+                one.queue_max,
+                one.max_parallel_spawns,
+                one.max_jobs
+            ),
+            (2, 8, 1, 4)
         );
-        let eight = parse(&[], 8).unwrap();
+        let eight = parse(&spawn, 8).unwrap();
         assert_eq!(
-            (eight.pool_size, eight.queue_max, eight.max_parallel_spawns),
-            (16, 64, 8)
+            (
+                eight.pool_size,
+                eight.queue_max,
+                eight.max_parallel_spawns,
+                eight.max_jobs
+            ),
+            (16, 64, 8, 32)
         );
         assert_eq!(eight.max_connections, 256);
+        let fork_one = parse(&[], 1).unwrap();
+        assert_eq!((fork_one.pool_size, fork_one.queue_max), (8, 32));
         // A big machine: the connection cap follows the pool and the queue.
         let big = parse(&[], 64).unwrap();
-        assert_eq!((big.pool_size, big.queue_max), (128, 512));
-        assert_eq!(big.max_connections, 2 * (128 + 512));
+        assert_eq!((big.pool_size, big.queue_max), (512, 2048));
+        assert_eq!(big.max_connections, 2 * (512 + 2048));
         let zero = parse(&[("PYEXEC_POOL_SIZE", "0")], 2).unwrap();
         assert_eq!((zero.pool_size, zero.queue_max), (0, 8));
     }
@@ -887,7 +985,7 @@ mod tests {
                 &[("PYEXEC_MAX_CONNECTIONS", "20")],
                 &[
                     "PYEXEC_MAX_CONNECTIONS",
-                    "PYEXEC_POOL_SIZE",
+                    "PYEXEC_MAX_JOBS",
                     "PYEXEC_QUEUE_MAX",
                 ],
             ),
@@ -917,7 +1015,7 @@ mod tests {
         // The largest script still fits the runner's job frame, escaped.
         let body = serde_json::json!({"type": "job", "script": "\u{1}".repeat(largest.max_script_chars), "max_result_bytes": largest.max_result_bytes});
         assert!(body.to_string().len() <= RUNNER_MAX_JOB_FRAME);
-        assert!(largest.max_result_bytes + RESULT_FRAME_ROOM <= u64::from(u32::MAX));
+        assert!(largest.max_result_bytes + FRAME_OVERHEAD <= u64::from(u32::MAX));
         // A pool of zero with a queue and a wait is fine.
         assert!(parse(&[("PYEXEC_POOL_SIZE", "0")], 2).is_ok());
     }

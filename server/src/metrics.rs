@@ -18,11 +18,16 @@ use pyexec_worker::PoolStatus;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildInfo {
     pub version: String,
+    /// fork or spawn.
+    pub isolation: String,
     pub nsjail_version: String,
     pub python_version: String,
     pub numpy_version: String,
     pub pandas_version: String,
 }
+
+/// The `reason` values of `pyexec_zygote_starts_total`.
+pub const ZYGOTE_START_REASONS: [&str; 3] = ["start", "died", "recycled"];
 
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +42,12 @@ pub struct Metrics {
     pub spawn_duration: Histogram,
     pub spawn_failures: IntCounter,
     pub rejected: IntCounterVec,
+    /// Fork mode: zygotes that became current, by reason (start, died, recycled).
+    pub zygote_starts: IntCounterVec,
+    pub zygote_start_duration: Histogram,
+    pub zygote_failures: IntCounter,
+    /// The current zygote's generation (1, 2, …); 0 while none is live.
+    pub zygote_generation: IntGauge,
     build_info: IntGaugeVec,
     build: Mutex<BuildInfo>,
 }
@@ -115,7 +126,7 @@ impl Metrics {
             )?,
             spawn_duration: Histogram::with_opts(histogram(
                 "pyexec_worker_spawn_duration_seconds",
-                "Time from launching a worker's jail to the worker reporting ready.",
+                "Time from starting a worker (spawn mode: launching its jail; fork mode: asking the zygote for a child) to the worker reporting ready.",
                 &buckets(spawn_timeout),
             ))?,
             spawn_failures: IntCounter::new(
@@ -129,9 +140,29 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            zygote_starts: IntCounterVec::new(
+                Opts::new(
+                    "pyexec_zygote_starts_total",
+                    "Fork mode: zygotes that became current, by reason: start, died (replaced a dead one) or recycled.",
+                ),
+                &["reason"],
+            )?,
+            zygote_start_duration: Histogram::with_opts(histogram(
+                "pyexec_zygote_start_duration_seconds",
+                "Fork mode: time from launching a zygote's jail to the zygote reporting ready (numpy and pandas imported).",
+                &buckets(spawn_timeout),
+            ))?,
+            zygote_failures: IntCounter::new(
+                "pyexec_zygote_start_failures_total",
+                "Fork mode: zygotes that failed to start.",
+            )?,
+            zygote_generation: IntGauge::new(
+                "pyexec_zygote_generation",
+                "Fork mode: the generation of the zygote new workers are forked from; 0 while none is live.",
+            )?,
             build_info: IntGaugeVec::new(
-                Opts::new("pyexec_build_info", "Always 1; the labels carry the versions in use."),
-                &["version", "nsjail_version", "python_version", "numpy_version", "pandas_version"],
+                Opts::new("pyexec_build_info", "Always 1; the labels carry the versions and the isolation mode in use."),
+                &["version", "isolation", "nsjail_version", "python_version", "numpy_version", "pandas_version"],
             )?,
             build: Mutex::new(BuildInfo::default()),
             registry,
@@ -148,6 +179,10 @@ impl Metrics {
         r.register(Box::new(metrics.spawn_duration.clone()))?;
         r.register(Box::new(metrics.spawn_failures.clone()))?;
         r.register(Box::new(metrics.rejected.clone()))?;
+        r.register(Box::new(metrics.zygote_starts.clone()))?;
+        r.register(Box::new(metrics.zygote_start_duration.clone()))?;
+        r.register(Box::new(metrics.zygote_failures.clone()))?;
+        r.register(Box::new(metrics.zygote_generation.clone()))?;
         r.register(Box::new(metrics.build_info.clone()))?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -168,6 +203,9 @@ impl Metrics {
         for reason in rejection_reasons {
             self.rejected.with_label_values(&[reason]);
         }
+        for reason in ZYGOTE_START_REASONS {
+            self.zygote_starts.with_label_values(&[reason]);
+        }
     }
 
     /// Replaces the `pyexec_build_info` series.
@@ -177,6 +215,7 @@ impl Metrics {
         self.build_info
             .with_label_values(&[
                 &info.version,
+                &info.isolation,
                 &info.nsjail_version,
                 &info.python_version,
                 &info.numpy_version,

@@ -1,9 +1,11 @@
-//! The pool's events turned into metrics, log lines and readiness facts: the
-//! server's [`PoolObserver`].
+//! The worker crate's events turned into metrics, log lines and readiness
+//! facts: the server's [`PoolObserver`], and in fork mode its
+//! [`ZygoteObserver`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use pyexec_worker::fork::ZygoteObserver;
 use pyexec_worker::{JobReport, PoolObserver, SpawnError, Versions};
 
 use crate::http::error::Kind;
@@ -56,5 +58,39 @@ impl PoolObserver for PoolEvents {
             .job_duration
             .with_label_values(&[outcome])
             .observe(report.run_time.as_secs_f64());
+    }
+}
+
+/// Fork mode's zygote events, into metrics (the supervisor logs them).
+pub struct ZygoteEvents {
+    metrics: Arc<Metrics>,
+}
+
+impl ZygoteEvents {
+    pub fn new(metrics: Arc<Metrics>) -> ZygoteEvents {
+        ZygoteEvents { metrics }
+    }
+}
+
+impl ZygoteObserver for ZygoteEvents {
+    fn zygote_started(&self, generation: u64, reason: &str, start_time: Duration) {
+        self.metrics
+            .zygote_starts
+            .with_label_values(&[reason])
+            .inc();
+        self.metrics
+            .zygote_start_duration
+            .observe(start_time.as_secs_f64());
+        self.metrics
+            .zygote_generation
+            .set(i64::try_from(generation).unwrap_or(i64::MAX));
+    }
+
+    fn zygote_failed(&self, _generation: u64, _error: &str) {
+        self.metrics.zygote_failures.inc();
+    }
+
+    fn zygote_died(&self, _generation: u64) {
+        self.metrics.zygote_generation.set(0);
     }
 }

@@ -39,11 +39,19 @@ impl Readiness {
             .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
     }
 
-    /// `Ok` when ready, else why not. `draining`: a shutdown has begun.
-    pub fn check(&self, pool: &PoolStatus, draining: bool) -> Result<(), String> {
+    /// `Ok` when ready, else why not. `draining`: a shutdown has begun;
+    /// `sandbox`: whether the sandbox can make workers now (fork mode: a
+    /// live zygote).
+    pub fn check(
+        &self,
+        pool: &PoolStatus,
+        draining: bool,
+        sandbox: Result<(), String>,
+    ) -> Result<(), String> {
         if draining || pool.closed {
             return Err("shutting down".into());
         }
+        sandbox?;
         if pool.ready == 0 && pool.spawn_failures_in_a_row >= BROKEN_AFTER_FAILURES {
             let last = self
                 .last_spawn_error
@@ -70,6 +78,16 @@ impl Readiness {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_sandbox_that_cannot_make_workers_is_unready() {
+        let r = Readiness::new();
+        r.worker_ready();
+        let why = r
+            .check(&status(2, 2, 0), false, Err("no live zygote".into()))
+            .unwrap_err();
+        assert_eq!(why, "no live zygote");
+    }
+
     fn status(target: usize, ready: usize, failures: u32) -> PoolStatus {
         PoolStatus {
             target,
@@ -86,18 +104,20 @@ mod tests {
     fn ready_once_a_worker_was_ready() {
         let r = Readiness::new();
         assert!(r
-            .check(&status(2, 0, 0), false)
+            .check(&status(2, 0, 0), false, Ok(()))
             .unwrap_err()
             .contains("warming up"));
         r.worker_ready();
-        assert!(r.check(&status(2, 1, 0), false).is_ok());
+        assert!(r.check(&status(2, 1, 0), false, Ok(())).is_ok());
         // Every worker busy: saturated, still ready.
-        assert!(r.check(&status(2, 0, 0), false).is_ok());
+        assert!(r.check(&status(2, 0, 0), false, Ok(())).is_ok());
     }
 
     #[test]
     fn a_pool_of_zero_is_ready_at_once() {
-        assert!(Readiness::new().check(&status(0, 0, 0), false).is_ok());
+        assert!(Readiness::new()
+            .check(&status(0, 0, 0), false, Ok(()))
+            .is_ok());
     }
 
     #[test]
@@ -105,19 +125,19 @@ mod tests {
         let r = Readiness::new();
         r.worker_ready();
         r.spawn_failed("nsjail exited 255");
-        assert!(r.check(&status(2, 0, 2), false).is_ok());
-        let why = r.check(&status(2, 0, 3), false).unwrap_err();
+        assert!(r.check(&status(2, 0, 2), false, Ok(())).is_ok());
+        let why = r.check(&status(2, 0, 3), false, Ok(())).unwrap_err();
         assert!(why.contains("nsjail exited 255"), "{why}");
-        assert!(r.check(&status(0, 0, 3), false).is_err());
+        assert!(r.check(&status(0, 0, 3), false, Ok(())).is_err());
     }
 
     #[test]
     fn draining_is_unready() {
         let r = Readiness::new();
         r.worker_ready();
-        assert!(r.check(&status(2, 2, 0), false).is_ok());
+        assert!(r.check(&status(2, 2, 0), false, Ok(())).is_ok());
         assert_eq!(
-            r.check(&status(2, 2, 0), true).unwrap_err(),
+            r.check(&status(2, 2, 0), true, Ok(())).unwrap_err(),
             "shutting down"
         );
     }

@@ -6,23 +6,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pyexec_worker::nsjail::NsjailSandbox;
-use pyexec_worker::selfcheck::self_check;
+use pyexec_worker::fork::ForkSandbox;
+use pyexec_worker::spawn::SpawnSandbox;
+use pyexec_worker::Sandbox;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, Isolation};
 use crate::metrics::{BuildInfo, Metrics};
+use crate::pool_events::ZygoteEvents;
 use crate::state::AppState;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     log_config(&config);
+    let metrics = Arc::new(
+        Metrics::new(config.timeout, config.queue_timeout, config.spawn_timeout)
+            .context("setting up the metrics registry")?,
+    );
+    let cannot = "the sandbox cannot be set up";
+    match config.isolation {
+        Isolation::Spawn => {
+            let sandbox = SpawnSandbox::new(config.nsjail_config()).context(cannot)?;
+            serve_on(config, sandbox, metrics).await
+        }
+        Isolation::Fork => {
+            let events = Arc::new(ZygoteEvents::new(metrics.clone()));
+            let sandbox = ForkSandbox::start(config.nsjail_config(), config.recycling(), events)
+                .await
+                .context(cannot)?;
+            serve_on(config, sandbox, metrics).await
+        }
+    }
+}
 
-    let sandbox =
-        NsjailSandbox::new(config.nsjail_config()).context("the sandbox cannot be set up")?;
-    let report = self_check(&sandbox)
-        .await
-        .context("the sandbox self-check failed; refusing to run scripts without it")?;
+/// Self-check, socket, pool, serve until a signal, close: the same for every
+/// isolation mode.
+async fn serve_on<S: Sandbox>(
+    config: Config,
+    sandbox: S,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<()> {
+    let sandbox = Arc::new(sandbox);
+    let report = match sandbox.self_check().await {
+        Ok(report) => report,
+        Err(error) => {
+            close(&sandbox).await;
+            return Err(error)
+                .context("the sandbox self-check failed; refusing to run scripts without it");
+        }
+    };
     tracing::info!(
+        isolation = %report.isolation,
         python_version = %report.versions.python,
         numpy_version = %report.versions.numpy,
         pandas_version = %report.versions.pandas,
@@ -31,47 +64,55 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         findings = %report.findings.join("; "),
         "sandbox self-check passed"
     );
-
-    let metrics = Arc::new(
-        Metrics::new(config.timeout, config.queue_timeout, config.spawn_timeout)
-            .context("setting up the metrics registry")?,
-    );
     metrics.set_build_info(BuildInfo {
         version: env!("CARGO_PKG_VERSION").into(),
+        isolation: report.isolation.clone(),
         nsjail_version: report.nsjail_version.clone(),
         python_version: report.versions.python.clone(),
         numpy_version: report.versions.numpy.clone(),
         pandas_version: report.versions.pandas.clone(),
     });
 
-    // Bound before the pool starts, so a taken port fails before any jail is spawned.
-    let listener = TcpListener::bind(("0.0.0.0", config.port))
-        .await
-        .with_context(|| format!("cannot listen on 0.0.0.0:{} (PORT)", config.port))?;
+    // Bound before the pool starts, so a taken port fails before any worker is made.
+    let listener = match TcpListener::bind(("0.0.0.0", config.port)).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            close(&sandbox).await;
+            return Err(error)
+                .with_context(|| format!("cannot listen on 0.0.0.0:{} (PORT)", config.port));
+        }
+    };
     let address = listener.local_addr().context("reading the bound address")?;
 
-    let sandbox = Arc::new(sandbox);
     let state = AppState::start(&config, sandbox.clone(), metrics);
     tracing::info!(address = %address, port = address.port(), "listening");
     crate::run(listener, state, crate::shutdown::signal_received()).await;
-    // Only now is every worker's cgroup gone, so the parent can go too. Off
-    // the runtime and bounded: it retries while a cgroup still empties, and
-    // the shutdown must end within the grace period plus one second.
-    let closing = tokio::task::spawn_blocking(move || sandbox.close());
-    if tokio::time::timeout(CGROUP_CLOSE, closing).await.is_err() {
-        tracing::warn!("the cgroup root was not removed in time; exiting without it");
-    }
+    close(&sandbox).await;
     Ok(())
 }
 
-/// How long removing the cgroup root may take at exit.
-const CGROUP_CLOSE: Duration = Duration::from_millis(150);
+/// How long closing the sandbox may take at exit: ending a zygote and
+/// removing the cgroup root. The shutdown must end within the grace period
+/// plus one second.
+const SANDBOX_CLOSE: Duration = Duration::from_millis(250);
+
+/// Only now is every worker's cgroup gone, so the root (and the zygote) can
+/// go too. Bounded: exiting matters more than tidying.
+async fn close<S: Sandbox>(sandbox: &S) {
+    if tokio::time::timeout(SANDBOX_CLOSE, sandbox.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the sandbox did not close in time; exiting without it");
+    }
+}
 
 /// The configuration at start-up. Nothing in it is secret: paths and limits.
 fn log_config(config: &Config) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         port = config.port,
+        isolation = config.isolation.as_str(),
         timeout_s = config.timeout.as_secs_f64(),
         cpu_seconds = config.cpu_seconds(),
         max_script_chars = config.max_script_chars,
@@ -79,6 +120,7 @@ fn log_config(config: &Config) {
         pool_size = config.pool_size,
         queue_max = config.queue_max,
         queue_timeout_s = config.queue_timeout.as_secs_f64(),
+        max_jobs = config.max_jobs,
         max_parallel_spawns = config.max_parallel_spawns,
         nsjail = %config.nsjail.display(),
         python = %config.python.display(),
@@ -92,6 +134,8 @@ fn log_config(config: &Config) {
         max_output_bytes = config.max_output_bytes,
         max_result_bytes = config.max_result_bytes,
         spawn_timeout_s = config.spawn_timeout.as_secs_f64(),
+        zygote_max_forks = config.zygote_max_forks,
+        zygote_max_age_s = config.zygote_max_age.as_secs_f64(),
         shutdown_grace_s = config.shutdown_grace.as_secs_f64(),
         cgroup_parent = %config.cgroup_parent,
         cgroup_mount = %config.cgroup_mount.display(),

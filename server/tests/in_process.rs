@@ -375,7 +375,8 @@ async fn queue_full_is_refused_at_once() {
 
 #[tokio::test]
 async fn metrics_move_with_jobs() {
-    let server = InProcessServer::start(&[("PYEXEC_TIMEOUT", "0.2")]).await;
+    let server =
+        InProcessServer::start(&[("PYEXEC_TIMEOUT", "0.2"), ("PYEXEC_POOL_SIZE", "4")]).await;
     execute(server.addr, "x").await;
     execute(server.addr, "error:script_exception").await;
     execute(server.addr, "sleep").await;
@@ -707,6 +708,7 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let server = InProcessServer::start(&[
         ("PYEXEC_MAX_CONNECTIONS", "2"),
         ("PYEXEC_POOL_SIZE", "1"),
+        ("PYEXEC_MAX_JOBS", "1"),
         ("PYEXEC_QUEUE_MAX", "0"),
     ])
     .await;

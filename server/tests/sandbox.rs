@@ -4,38 +4,60 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{execute, get, sample, scrape, TestServer};
 use tokio::io::AsyncWriteExt;
 
-/// nsjail processes whose parent is `server`.
-fn jails_of(server: u32) -> Vec<i32> {
-    let mut jails = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ..."
-        let Some((comm, rest)) = stat
-            .split_once(") ")
-            .map(|(head, rest)| (head.rsplit('(').next().unwrap_or(""), rest))
-        else {
-            continue;
-        };
-        let ppid = rest
-            .split_whitespace()
-            .nth(1)
-            .and_then(|p| p.parse::<u32>().ok());
-        if comm == "nsjail" && ppid == Some(server) {
-            jails.push(pid);
+/// The server's cgroup root in each hierarchy that holds one, whichever
+/// cgroup version is mounted (v1: memory, pids, cpu; v2: the unified tree).
+fn cgroup_roots(server: u32) -> Vec<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup");
+    let instance = server.to_string();
+    if base.join("cgroup.controllers").exists() {
+        vec![base.join("pyexec").join(&instance)]
+    } else {
+        ["pids", "memory", "cpu"]
+            .iter()
+            .map(|c| base.join(c).join("pyexec").join(&instance))
+            .collect()
+    }
+}
+
+/// The server's workers, alive or being reaped: one cgroup `w<id>` each, in
+/// both isolation modes (a fork-mode zygote's is `z<n>`).
+fn workers_of(server: u32) -> usize {
+    let root = &cgroup_roots(server)[0];
+    std::fs::read_dir(root)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with('w'))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Every process in the server's cgroups: jobs, their jails, zygotes.
+fn sandbox_processes_of(server: u32) -> Vec<i32> {
+    fn walk(dir: &Path, into: &mut Vec<i32>) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            into.extend(
+                procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), into);
+            }
         }
     }
-    jails
+    let mut processes = Vec::new();
+    walk(&cgroup_roots(server)[0], &mut processes);
+    processes
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -127,7 +149,8 @@ async fn attacks_get_their_kind_and_the_next_job_succeeds() {
         ("timeout", "def main():\n    while True:\n        pass\n", 408, "timeout", ""),
         ("memory bomb", "def main():\n    hog = []\n    while True:\n        hog.append(b'x' * (8 << 20))\n", 400, "memory_limit", ""),
         ("fork bomb", "import os\ndef main():\n    while True:\n        os.fork()\n", 400, "script_exception", "Resource temporarily unavailable"),
-        ("network", "import socket\ndef main():\n    socket.create_connection(('1.1.1.1', 80), timeout=1)\n", 400, "script_exception", "Network is unreachable"),
+        // A UDP connect only looks up a route: nothing is sent, even from a broken jail.
+        ("network", "import socket\ndef main():\n    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).connect(('192.0.2.1', 53))\n", 400, "script_exception", "Network is unreachable"),
         ("loopback", "import socket\ndef main():\n    socket.create_connection(('127.0.0.1', 8080), timeout=1)\n", 400, "script_exception", "Network is unreachable"),
         ("write outside /tmp", "def main():\n    open('/usr/owned', 'w').write('x')\n", 400, "script_exception", "Read-only file system"),
     ];
@@ -146,8 +169,8 @@ async fn attacks_get_their_kind_and_the_next_job_succeeds() {
         let next = execute(server.addr, "def main():\n    return {'ok': True}\n").await;
         assert_eq!(next.status, 200, "after {name}: {}", next.text());
     }
-    eventually("only the warm pool's jails remain", || {
-        jails_of(server.pid()).len() == 2
+    eventually("only the warm pool's workers remain", || {
+        workers_of(server.pid()) == 2
     })
     .await;
 }
@@ -180,8 +203,8 @@ async fn a_client_disconnect_mid_job_frees_and_replaces_the_worker() {
     let response = execute(addr, "def main():\n    return {'after': 'disconnect'}\n").await;
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(started.elapsed() < Duration::from_secs(5));
-    eventually("the abandoned jail is gone", || {
-        jails_of(server.pid()).len() == 1
+    eventually("the abandoned worker is gone", || {
+        workers_of(server.pid()) == 1
     })
     .await;
     assert_eq!(
@@ -199,11 +222,8 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
         server.addr,
         "import time\ndef main():\n    time.sleep(30)\n",
     ));
-    eventually("the pool is full and a job runs", || {
-        jails_of(pid).len() >= 3
-    })
-    .await;
-    let jails = jails_of(pid);
+    eventually("the pool is full and a job runs", || workers_of(pid) >= 3).await;
+    let processes = sandbox_processes_of(pid);
     server.sigterm();
     let status = server
         .wait_exit(Duration::from_secs(15))
@@ -212,15 +232,14 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
     assert!(status.success(), "{status}");
     // The job that outlived the grace period was cut off, not left running.
     let _ = in_flight.await;
-    for jail in jails {
+    for process in processes {
         assert!(
-            !Path::new(&format!("/proc/{jail}")).exists(),
-            "nsjail {jail} outlived the server"
+            !Path::new(&format!("/proc/{process}")).exists(),
+            "process {process} of the sandbox outlived the server"
         );
     }
-    for controller in ["memory", "pids", "cpu"] {
-        let root = format!("/sys/fs/cgroup/{controller}/pyexec/{pid}");
-        assert!(!Path::new(&root).exists(), "{root} was left behind");
+    for root in cgroup_roots(pid) {
+        assert!(!root.exists(), "{} was left behind", root.display());
     }
 }
 

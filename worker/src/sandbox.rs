@@ -1,12 +1,16 @@
-//! The seam between the pool and whatever runs the jailed interpreters: the
-//! real nsjail launcher in production, fakes in the pool's tests.
+//! The seam between the pool and whatever makes the jailed interpreters:
+//! [`crate::spawn`] (a jail per worker) and [`crate::fork`] (children of a
+//! warm zygote) in production, fakes in the tests. The pool and the HTTP
+//! server are written against these traits and never learn which it is.
 
 use std::future::Future;
 
 use serde_json::value::RawValue;
 
 use crate::job::{Captured, Job, JobFailure};
+use crate::nsjail::SetupError;
 use crate::protocol::Versions;
+use crate::selfcheck::SelfCheckReport;
 
 /// Why a worker could not be started.
 #[derive(Debug, Clone)]
@@ -22,21 +26,51 @@ impl std::fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
-/// Starts workers.
+/// Makes workers.
 pub trait Sandbox: Send + Sync + 'static {
     type Worker: Worker;
 
-    /// Launches one jailed interpreter and waits until it reports ready.
+    /// Starts one worker and waits until it is ready for its job.
+    ///
+    /// Cancel safety: safe to drop; whatever it started is killed and its
+    /// cgroup removed.
     fn spawn(&self, id: u64) -> impl Future<Output = Result<Self::Worker, SpawnError>> + Send;
+
+    /// Proves, with a canary job from inside and the cgroup from outside,
+    /// that a worker confines a script as the README says. The server never
+    /// serves on a sandbox whose check failed.
+    fn self_check(&self) -> impl Future<Output = Result<SelfCheckReport, SetupError>> + Send;
+
+    /// Whether new workers can be made right now, else why not (fork mode:
+    /// no live zygote). Read by `/readyz`.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Releases what the sandbox itself holds (its cgroup root, its zygotes).
+    /// Call once the pool has shut down and every worker is reaped.
+    fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
 /// A shared sandbox is a sandbox: the server keeps a handle to it beside the
-/// pool (to remove its cgroups once the pool has shut down).
+/// pool (to close it once the pool has shut down).
 impl<S: Sandbox> Sandbox for std::sync::Arc<S> {
     type Worker = S::Worker;
 
     fn spawn(&self, id: u64) -> impl Future<Output = Result<Self::Worker, SpawnError>> + Send {
         S::spawn(self, id)
+    }
+
+    fn self_check(&self) -> impl Future<Output = Result<SelfCheckReport, SetupError>> + Send {
+        S::self_check(self)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        S::health(self)
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        S::close(self)
     }
 }
 
@@ -46,18 +80,24 @@ pub trait Worker: Send + 'static {
 
     fn versions(&self) -> &Versions;
 
+    /// False once the worker died while it waited for a job (its zygote
+    /// ended, the OOM killer, an operator's kill): the pool discards it.
+    fn is_alive(&self) -> bool {
+        true
+    }
+
     /// Sends the job and waits for the runner's answer. No deadline here: the
     /// pool imposes it. Cancel safety: may be dropped at any point; the worker
     /// is then only fit to be stopped.
     fn run(&mut self, job: &Job) -> impl Future<Output = Result<Box<RawValue>, JobFailure>> + Send;
 
-    /// Kills the jail and everything in it, at once and without waiting.
+    /// Kills the job's processes, at once and without waiting.
     fn stop(&mut self);
 
     /// What the job wrote to stdout and stderr up to now; called after `stop`.
     fn output(&mut self) -> impl Future<Output = (Captured, Captured)> + Send;
 
-    /// Waits for the jail to be gone and removes what was made for it
-    /// (cgroups). Runs after the answer has gone to the client.
+    /// Waits for the job's processes to be gone and removes what was made
+    /// for them (cgroups). Runs after the answer has gone to the client.
     fn reap(self) -> impl Future<Output = ()> + Send;
 }

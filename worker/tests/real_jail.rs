@@ -1,12 +1,15 @@
-//! The real nsjail sandbox with the real runner and cgroups, without the pool
-//! or HTTP: one worker per test, driven through the `Worker` trait.
+//! Both real sandboxes with the real runner, nsjail and cgroups, without the
+//! pool or HTTP: workers driven through the `Worker` trait. Every test runs
+//! in spawn mode and in fork mode.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use pyexec_worker::nsjail::{NsjailConfig, NsjailSandbox, SandboxLimits};
-use pyexec_worker::selfcheck::self_check;
+use pyexec_worker::fork::{ForkSandbox, NoZygoteObserver, Recycling};
+use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
+use pyexec_worker::spawn::SpawnSandbox;
 use pyexec_worker::{Job, JobFailure, Sandbox, ScriptErrorKind, Worker};
 
 fn repo() -> PathBuf {
@@ -16,7 +19,8 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-fn config() -> NsjailConfig {
+/// Each test gets a cgroup parent of its own, removed when the sandbox closes.
+fn config(test: &str) -> NsjailConfig {
     NsjailConfig {
         nsjail: "/opt/pyexec/bin/nsjail".into(),
         config_file: repo().join("nsjail.cfg"),
@@ -33,7 +37,7 @@ fn config() -> NsjailConfig {
         max_output_bytes: 1 << 20,
         max_result_bytes: 10 << 20,
         spawn_timeout: Duration::from_secs(30),
-        cgroup_parent: "pyexec-test".into(),
+        cgroup_parent: format!("pyexec-test-{test}"),
         cgroup_mount: "/sys/fs/cgroup".into(),
     }
 }
@@ -45,10 +49,9 @@ fn job(script: &str) -> Job {
     }
 }
 
-/// Worker ids name cgroups: tests running at once in this process need their own.
 static NEXT_ID: AtomicU64 = AtomicU64::new(100);
 
-async fn run(sandbox: &NsjailSandbox, script: &str) -> (Result<String, JobFailure>, String) {
+async fn run<S: Sandbox>(sandbox: &S, script: &str) -> (Result<String, JobFailure>, String) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut worker = sandbox.spawn(id).await.expect("a worker starts");
     let outcome = tokio::time::timeout(Duration::from_secs(20), worker.run(&job(script)))
@@ -60,9 +63,62 @@ async fn run(sandbox: &NsjailSandbox, script: &str) -> (Result<String, JobFailur
     (outcome.map(|r| r.get().to_string()), stdout.text())
 }
 
-#[tokio::test]
-async fn a_script_runs_and_its_output_is_captured() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
+/// Runs `check` against a spawn-mode and a fork-mode sandbox, each closed
+/// afterwards; then the test's cgroup parent must be empty of instances.
+macro_rules! both_modes {
+    ($name:ident, |$sandbox:ident| $body:expr) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn spawn_mode() {
+                let config = config(concat!(stringify!($name), "-spawn"));
+                let $sandbox = SpawnSandbox::new(config.clone()).unwrap();
+                $body;
+                $sandbox.close().await;
+                assert_no_cgroups_left(&config);
+            }
+
+            #[tokio::test]
+            async fn fork_mode() {
+                let config = config(concat!(stringify!($name), "-fork"));
+                let $sandbox = ForkSandbox::start(
+                    config.clone(),
+                    Recycling {
+                        max_forks: 1000,
+                        max_age: Duration::from_secs(600),
+                    },
+                    Arc::new(NoZygoteObserver),
+                )
+                .await
+                .unwrap();
+                $body;
+                $sandbox.close().await;
+                assert_no_cgroups_left(&config);
+            }
+        }
+    };
+}
+
+/// This process's cgroup root is gone from every hierarchy once the
+/// sandbox is closed; then the test's own parent is removed too.
+fn assert_no_cgroups_left(config: &NsjailConfig) {
+    let instance = std::process::id().to_string();
+    for hierarchy in ["memory", "pids", "cpu", ""] {
+        let parent = config
+            .cgroup_mount
+            .join(hierarchy)
+            .join(&config.cgroup_parent);
+        let root = parent.join(&instance);
+        assert!(!root.exists(), "{} was left behind", root.display());
+        if parent.exists() {
+            std::fs::remove_dir(&parent)
+                .unwrap_or_else(|e| panic!("{} is not empty: {e}", parent.display()));
+        }
+    }
+}
+
+both_modes!(a_script_runs_and_its_output_is_captured, |sandbox| {
     let (result, stdout) = run(
         &sandbox,
         "import os\nimport numpy as np\nprint('hi')\ndef main():\n    os.write(1, b'raw\\n')\n    return {'sum': int(np.arange(4).sum())}\n",
@@ -70,20 +126,19 @@ async fn a_script_runs_and_its_output_is_captured() {
     .await;
     assert_eq!(result.unwrap(), r#"{"sum":6}"#);
     assert_eq!(stdout, "hi\nraw\n");
-}
+});
 
-#[tokio::test]
-async fn growing_past_the_memory_cgroup_is_a_memory_limit() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
-    let script =
+both_modes!(
+    growing_past_the_memory_cgroup_is_a_memory_limit,
+    |sandbox| {
+        let script =
         "def main():\n    chunks = []\n    while True:\n        chunks.append(b'x' * (8 << 20))\n";
-    let (result, _) = run(&sandbox, script).await;
-    assert_eq!(result.unwrap_err(), JobFailure::MemoryLimit);
-}
+        let (result, _) = run(&sandbox, script).await;
+        assert_eq!(result.unwrap_err(), JobFailure::MemoryLimit);
+    }
+);
 
-#[tokio::test]
-async fn one_huge_allocation_is_a_memory_limit_too() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
+both_modes!(one_huge_allocation_is_a_memory_limit_too, |sandbox| {
     let (result, _) = run(
         &sandbox,
         "def main():\n    x = bytearray(1 << 34)\n    return {}\n",
@@ -93,11 +148,9 @@ async fn one_huge_allocation_is_a_memory_limit_too() {
         JobFailure::Script(e) => assert_eq!(e.kind, ScriptErrorKind::MemoryLimit),
         other => panic!("{other:?}"),
     }
-}
+});
 
-#[tokio::test]
-async fn os_exit_is_an_exit_without_result() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
+both_modes!(os_exit_is_an_exit_without_result, |sandbox| {
     let (result, stdout) = run(
         &sandbox,
         "import os\ndef main():\n    print('bye', flush=True)\n    os._exit(3)\n",
@@ -110,29 +163,52 @@ async fn os_exit_is_an_exit_without_result() {
         }
     );
     assert_eq!(stdout, "bye\n");
-}
+});
 
-#[tokio::test]
-async fn a_script_error_comes_back_from_the_runner() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
+both_modes!(a_script_error_comes_back_from_the_runner, |sandbox| {
     let (result, _) = run(&sandbox, "def main():\n    return 1/0\n").await;
     match result.unwrap_err() {
         JobFailure::Script(e) => assert_eq!(e.kind, ScriptErrorKind::ScriptException),
         other => panic!("{other:?}"),
     }
-}
+});
 
-#[tokio::test]
-async fn the_self_check_passes_on_this_machine() {
-    let sandbox = NsjailSandbox::new(config()).unwrap();
-    let report = self_check(&sandbox).await.unwrap();
-    assert!(!report.versions.numpy.is_empty());
-    assert!(
-        report
-            .findings
-            .iter()
-            .any(|f| f.contains("network refused")),
-        "{:?}",
-        report.findings
-    );
-}
+both_modes!(
+    the_self_check_proves_every_wall_on_this_machine,
+    |sandbox| {
+        let report = sandbox.self_check().await.unwrap();
+        assert!(!report.versions.numpy.is_empty());
+        for wall in [
+            "network namespace",
+            "job seccomp filter",
+            "jail seccomp policy",
+            "isolation between jobs",
+            "CPU quota",
+            "rlimits",
+        ] {
+            assert!(
+                report.findings.iter().any(|f| f.starts_with(wall)),
+                "{wall} not proven: {:?}",
+                report.findings
+            );
+        }
+    }
+);
+
+both_modes!(a_worker_killed_while_idle_is_seen_dead, |sandbox| {
+    let mut worker = sandbox
+        .spawn(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+        .await
+        .unwrap();
+    assert!(worker.is_alive());
+    worker.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while worker.is_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still alive after a kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    worker.reap().await;
+});

@@ -29,6 +29,9 @@ pub enum Kind {
     /// The script wrote into the runner's result channel (or otherwise broke
     /// the framing): the job's answer can't be trusted.
     ProtocolViolation,
+    /// Fork mode: the zygote the job's process came from ended while the job
+    /// ran, taking the job with it. Not the script's fault; retry.
+    WorkerLost,
     Overloaded,
     /// The server is shutting down: a new job is refused, or a job still
     /// running at the end of the grace period was stopped.
@@ -39,7 +42,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::InvalidRequest,
         Kind::UnsupportedMediaType,
         Kind::ScriptTooLarge,
@@ -53,6 +56,7 @@ impl Kind {
         Kind::MemoryLimit,
         Kind::WorkerExited,
         Kind::ProtocolViolation,
+        Kind::WorkerLost,
         Kind::Overloaded,
         Kind::ShuttingDown,
         Kind::NotFound,
@@ -75,6 +79,7 @@ impl Kind {
             Kind::MemoryLimit => "memory_limit",
             Kind::WorkerExited => "worker_exited",
             Kind::ProtocolViolation => "protocol_violation",
+            Kind::WorkerLost => "worker_lost",
             Kind::Overloaded => "overloaded",
             Kind::ShuttingDown => "shutting_down",
             Kind::NotFound => "not_found",
@@ -121,6 +126,7 @@ impl Kind {
             JobFailure::MemoryLimit => Kind::MemoryLimit,
             JobFailure::Exited { .. } => Kind::WorkerExited,
             JobFailure::Protocol(_) => Kind::ProtocolViolation,
+            JobFailure::Lost(_) => Kind::WorkerLost,
             JobFailure::Sandbox(_) => Kind::Internal,
         }
     }
@@ -169,6 +175,7 @@ impl ApiError {
             Kind::MemoryLimit => StatusCode::BAD_REQUEST,
             Kind::WorkerExited => StatusCode::BAD_REQUEST,
             Kind::ProtocolViolation => StatusCode::BAD_REQUEST,
+            Kind::WorkerLost => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Kind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NotFound => StatusCode::NOT_FOUND,
@@ -300,6 +307,13 @@ impl ApiError {
                     "the script interfered with the channel its result is returned on (e.g. wrote to or closed file descriptor 3)",
                 )
             },
+            JobFailure::Lost(detail) => ApiError {
+                detail: Some(detail),
+                ..ApiError::new(
+                    kind,
+                    "the process running the script was lost to a failure outside the job (its zygote ended); retry and a fresh worker will run it",
+                )
+            },
             JobFailure::Sandbox(detail) => ApiError::internal(format!("sandbox: {detail}")),
         };
         error.output = Some(Box::new(output));
@@ -347,7 +361,10 @@ impl ApiError {
         if let Some(allow) = self.allow {
             headers.insert(ALLOW, HeaderValue::from_static(allow));
         }
-        if matches!(self.kind, Kind::Overloaded | Kind::ShuttingDown) {
+        if matches!(
+            self.kind,
+            Kind::Overloaded | Kind::ShuttingDown | Kind::WorkerLost
+        ) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
         debug_assert!(headers.contains_key(CONTENT_TYPE));
@@ -415,6 +432,7 @@ mod tests {
             ("memory_limit", 400),
             ("worker_exited", 400),
             ("protocol_violation", 400),
+            ("worker_lost", 503),
             ("overloaded", 503),
             ("shutting_down", 503),
             ("not_found", 404),

@@ -35,7 +35,11 @@ struct ReadyBody {
 
 pub fn readyz<S: Sandbox>(state: &AppState<S>) -> Response<Body> {
     let status = state.pool.status();
-    let verdict = state.readiness.check(&status, state.drain.is_draining());
+    let verdict = state.readiness.check(
+        &status,
+        state.drain.is_draining(),
+        state.pool.sandbox().health(),
+    );
     let body = ReadyBody {
         ready: verdict.is_ok(),
         reason: verdict.as_ref().err().cloned(),

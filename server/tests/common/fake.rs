@@ -17,6 +17,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pyexec_worker::nsjail::SetupError;
+use pyexec_worker::selfcheck::SelfCheckReport;
 use pyexec_worker::{
     Captured, Job, JobFailure, Sandbox, ScriptError, ScriptErrorKind, SpawnError, Versions, Worker,
 };
@@ -98,6 +100,15 @@ impl Sandbox for FakeSandbox {
             was_stopped: false,
         })
     }
+
+    async fn self_check(&self) -> Result<SelfCheckReport, SetupError> {
+        Ok(SelfCheckReport {
+            isolation: "fake".into(),
+            ..SelfCheckReport::default()
+        })
+    }
+
+    async fn close(&self) {}
 }
 
 fn script_error(kind: ScriptErrorKind) -> JobFailure {

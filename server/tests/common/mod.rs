@@ -204,6 +204,12 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The isolation mode the real servers of this run use: `PYEXEC_TEST_ISOLATION`
+/// (`make test` runs the end-to-end suites once per mode), else fork.
+pub fn isolation() -> String {
+    std::env::var("PYEXEC_TEST_ISOLATION").unwrap_or_else(|_| "fork".into())
+}
+
 /// The real `pyexec` binary, on a free port, with the real sandbox.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -234,6 +240,7 @@ impl TestServer {
         }
         command
             .env("PORT", "0")
+            .env("PYEXEC_ISOLATION", isolation())
             .env("PYEXEC_POOL_SIZE", "2")
             .env("PYEXEC_LOG_FORMAT", "json")
             .env("PYEXEC_LOG_LEVEL", "info");

@@ -1,11 +1,10 @@
 //! A worker on loan to one request. Whatever happens to the request, dropping
 //! the lease stops the worker: a used or abandoned worker never goes back.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::Inner;
+use super::{discard_all, dispatch, Inner};
 use crate::job::{Captured, Job, JobFailure, JobReport};
 use crate::sandbox::{Sandbox, Worker};
 
@@ -22,8 +21,8 @@ pub struct Lease<S: Sandbox> {
 }
 
 impl<S: Sandbox> Lease<S> {
+    /// Only `State::lease` makes one, counting it as busy.
     pub(super) fn new(worker: S::Worker, pool: Arc<Inner<S>>) -> Self {
-        pool.busy.fetch_add(1, Ordering::Relaxed);
         Lease {
             worker: Some(worker),
             stopped: false,
@@ -31,9 +30,9 @@ impl<S: Sandbox> Lease<S> {
         }
     }
 
-    /// Takes the worker back out unused (no request wanted it after all).
+    /// Takes the worker back out unused (no request wanted it after all);
+    /// `State::unlease` does the counting.
     pub(super) fn into_worker(mut self) -> S::Worker {
-        self.pool.busy.fetch_sub(1, Ordering::Relaxed);
         self.worker
             .take()
             .expect("a lease holds its worker until dropped")
@@ -79,19 +78,26 @@ impl<S: Sandbox> Lease<S> {
             run_time,
             worker_id: worker.id(),
         };
-        self.pool.observer.job_finished(&report);
+        self.pool.observe(|o| o.job_finished(&report));
         report
     }
 }
 
 impl<S: Sandbox> Drop for Lease<S> {
+    /// Stops the worker, reaps it in the background, and lets the next
+    /// waiting request run. Never called with the pool's lock held (a lease
+    /// handed back unused is taken apart by `into_worker` instead).
     fn drop(&mut self) {
         if let Some(mut worker) = self.worker.take() {
             if !self.stopped {
                 worker.stop();
             }
             self.pool.tasks.spawn_on(worker.reap(), &self.pool.runtime);
-            self.pool.busy.fetch_sub(1, Ordering::Relaxed);
+            let mut state = self.pool.lock();
+            state.busy -= 1;
+            let dead = dispatch(&self.pool, &mut state);
+            drop(state);
+            discard_all(&self.pool, dead);
         }
     }
 }

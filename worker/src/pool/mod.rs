@@ -13,18 +13,32 @@
 //! Liveness: a worker leaves the pool the moment it is leased, and the
 //! replacement starts then, so the pool refills while the job runs. A lease
 //! that is dropped for any reason (answer sent, error, client gone) stops its
-//! worker; nothing ever returns a used worker to the pool. With `size == 0`
+//! worker; nothing ever returns a used worker to the pool. An idle worker
+//! that died while it waited (its zygote ended, say) is discarded, at
+//! checkout or by the once-a-second sweep, and replaced. With `size == 0`
 //! no worker is kept warm: each waiting request triggers one spawn (the way a
 //! jail-per-request service works), which is the benchmark's baseline.
+//!
+//! At most `max_jobs` leases are out at once: a request waits in the queue
+//! while that many jobs run, even with warm workers idle, so the memory the
+//! jobs may take (each up to its cgroup's limit) stays bounded however fast
+//! workers are replaced.
+//!
+//! Every spawn in flight holds a [`SpawnSlot`], which gives its place back
+//! however the spawn ends (a panic included), so the pool never waits for a
+//! spawn that no longer exists. Shutdown cancels the spawns in flight: a
+//! sandbox's spawn is cancel-safe, so whatever it had started is killed.
 
 mod lease;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use lease::Lease;
@@ -45,6 +59,8 @@ pub struct PoolConfig {
     pub job_timeout: Duration,
     /// Spawns running at once, so warm-up can't starve running jobs of CPU.
     pub max_parallel_spawns: usize,
+    /// Jobs running at once (leases out); more requests wait in the queue.
+    pub max_jobs: usize,
 }
 
 /// Why no worker was handed out.
@@ -99,21 +115,55 @@ struct Inner<S: Sandbox> {
     config: PoolConfig,
     observer: Arc<dyn PoolObserver>,
     state: Mutex<State<S>>,
-    /// Leases alive. Outside the mutex: a lease's drop must never need the lock.
-    busy: AtomicUsize,
     next_id: AtomicU64,
     spawn_slots: Semaphore,
     /// Spawns and reaps in flight, so shutdown can wait for every jail to go.
     tasks: TaskTracker,
+    /// Cancelled at shutdown: spawns in flight give up.
+    closing: CancellationToken,
     runtime: tokio::runtime::Handle,
 }
+
+/// How often idle workers are checked for life.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 struct State<S: Sandbox> {
     idle: VecDeque<S::Worker>,
     waiters: VecDeque<oneshot::Sender<Lease<S>>>,
     spawning: usize,
+    /// Leases out. Changed only under the lock, by `lease`, `unlease` and a
+    /// lease's drop, which never runs while the lock is held.
+    busy: usize,
     spawn_failures_in_a_row: u32,
     closed: bool,
+}
+
+impl<S: Sandbox> State<S> {
+    fn lease(&mut self, worker: S::Worker, pool: &Arc<Inner<S>>) -> Lease<S> {
+        self.busy += 1;
+        Lease::new(worker, pool.clone())
+    }
+
+    /// Takes back a lease no request received.
+    fn unlease(&mut self, lease: Lease<S>) -> S::Worker {
+        self.busy -= 1;
+        lease.into_worker()
+    }
+
+    fn waiting(&self) -> usize {
+        self.waiters.iter().filter(|w| !w.is_closed()).count()
+    }
+
+    /// Pops idle workers until a live one; the dead ones go to `dead`.
+    fn pop_alive(&mut self, dead: &mut Vec<S::Worker>) -> Option<S::Worker> {
+        while let Some(worker) = self.idle.pop_front() {
+            if worker.is_alive() {
+                return Some(worker);
+            }
+            dead.push(worker);
+        }
+        None
+    }
 }
 
 impl<S: Sandbox> Pool<S> {
@@ -130,22 +180,29 @@ impl<S: Sandbox> Pool<S> {
                     idle: VecDeque::new(),
                     waiters: VecDeque::new(),
                     spawning: 0,
+                    busy: 0,
                     spawn_failures_in_a_row: 0,
                     closed: false,
                 }),
-                busy: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 spawn_slots,
                 tasks: TaskTracker::new(),
+                closing: CancellationToken::new(),
                 runtime: tokio::runtime::Handle::current(),
             }),
         };
         replenish(&pool.inner);
+        tokio::spawn(sweep(Arc::downgrade(&pool.inner)));
         pool
     }
 
     pub fn config(&self) -> &PoolConfig {
         &self.inner.config
+    }
+
+    /// The sandbox the pool makes its workers with.
+    pub fn sandbox(&self) -> &S {
+        &self.inner.sandbox
     }
 
     /// Takes a ready worker, waiting in FIFO order behind earlier requests.
@@ -158,26 +215,38 @@ impl<S: Sandbox> Pool<S> {
     /// request is stopped, never lost.
     pub async fn checkout(&self) -> Result<Lease<S>, CheckoutError> {
         let asked = Instant::now();
-        let mut receiver = {
+        let mut dead = Vec::new();
+        let queued = {
             let mut state = self.inner.lock();
             if state.closed {
                 return Err(CheckoutError::ShuttingDown);
             }
-            if let Some(worker) = state.idle.pop_front() {
-                drop(state);
-                replenish(&self.inner);
-                self.inner.observer.checked_out(asked.elapsed());
-                return Ok(Lease::new(worker, self.inner.clone()));
+            // Only when nobody waits ahead: the queue is first come, first served.
+            let may_run = state.busy < self.inner.config.max_jobs && state.waiting() == 0;
+            match may_run.then(|| state.pop_alive(&mut dead)).flatten() {
+                Some(worker) => Err(state.lease(worker, &self.inner)),
+                None => {
+                    state.waiters.retain(|w| !w.is_closed());
+                    if state.waiters.len() >= self.inner.config.queue_max {
+                        drop(state);
+                        discard_all(&self.inner, dead);
+                        return Err(CheckoutError::QueueFull);
+                    }
+                    let (sender, receiver) = oneshot::channel();
+                    state.waiters.push_back(sender);
+                    Ok(receiver)
+                }
             }
-            state.waiters.retain(|w| !w.is_closed());
-            if state.waiters.len() >= self.inner.config.queue_max {
-                return Err(CheckoutError::QueueFull);
-            }
-            let (sender, receiver) = oneshot::channel();
-            state.waiters.push_back(sender);
-            receiver
         };
+        discard_all(&self.inner, dead);
         replenish(&self.inner);
+        let mut receiver = match queued {
+            Ok(receiver) => receiver,
+            Err(lease) => {
+                self.inner.observe(|o| o.checked_out(asked.elapsed()));
+                return Ok(lease);
+            }
+        };
 
         let lease = match tokio::time::timeout(self.inner.config.queue_timeout, &mut receiver).await
         {
@@ -190,7 +259,7 @@ impl<S: Sandbox> Pool<S> {
             }
         };
         if lease.is_ok() {
-            self.inner.observer.checked_out(asked.elapsed());
+            self.inner.observe(|o| o.checked_out(asked.elapsed()));
         } else {
             self.inner.lock().waiters.retain(|w| !w.is_closed());
         }
@@ -203,17 +272,18 @@ impl<S: Sandbox> Pool<S> {
             target: self.inner.config.size,
             ready: state.idle.len(),
             spawning: state.spawning,
-            busy: self.inner.busy.load(Ordering::Relaxed),
-            waiting: state.waiters.iter().filter(|w| !w.is_closed()).count(),
+            busy: state.busy,
+            waiting: state.waiting(),
             spawn_failures_in_a_row: state.spawn_failures_in_a_row,
             closed: state.closed,
         }
     }
 
-    /// Refuses new checkouts, fails the waiting requests, stops idle workers
-    /// and waits until every spawn and every reap has finished. Leases still
-    /// out are stopped when they are dropped; call this after the requests
-    /// holding them have finished or been aborted.
+    /// Refuses new checkouts, fails the waiting requests, cancels the spawns
+    /// in flight, stops idle workers and waits until every spawn and every
+    /// reap has finished. Leases still out are stopped when they are
+    /// dropped; call this after the requests holding them have finished or
+    /// been aborted.
     pub async fn shutdown(&self) {
         let idle = {
             let mut state = self.inner.lock();
@@ -222,9 +292,8 @@ impl<S: Sandbox> Pool<S> {
             state.waiters.clear();
             std::mem::take(&mut state.idle)
         };
-        for worker in idle {
-            discard(&self.inner, worker);
-        }
+        self.inner.closing.cancel();
+        discard_all(&self.inner, idle.into());
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
     }
@@ -238,6 +307,44 @@ impl<S: Sandbox> Inner<S> {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Tells the observer; a panic in it is logged, never the pool's problem.
+    fn observe(&self, event: impl FnOnce(&dyn PoolObserver)) {
+        let observer = &*self.observer;
+        if std::panic::catch_unwind(AssertUnwindSafe(|| event(observer))).is_err() {
+            tracing::error!("a pool observer panicked; the pool carries on");
+        }
+    }
+}
+
+/// A spawn's place in `State::spawning`, given back when dropped: after the
+/// spawn's outcome was recorded, when the spawn task unwinds from a panic
+/// (which then counts as a failed spawn, so a sandbox that panics on every
+/// spawn backs off instead of spinning), or when the task is dropped unrun.
+/// It never starts another spawn itself: a runtime that is shutting down
+/// drops new tasks at once, and that must not recurse.
+struct SpawnSlot<S: Sandbox> {
+    inner: Arc<Inner<S>>,
+    failed: bool,
+}
+
+impl<S: Sandbox> SpawnSlot<S> {
+    fn new(inner: Arc<Inner<S>>) -> Self {
+        SpawnSlot {
+            inner,
+            failed: true,
+        }
+    }
+}
+
+impl<S: Sandbox> Drop for SpawnSlot<S> {
+    fn drop(&mut self) {
+        let mut state = self.inner.lock();
+        state.spawning -= 1;
+        if self.failed {
+            state.spawn_failures_in_a_row = state.spawn_failures_in_a_row.saturating_add(1);
+        }
+    }
 }
 
 /// Starts spawns until ready + spawning workers reach what is wanted: the pool
@@ -250,77 +357,151 @@ fn replenish<S: Sandbox>(inner: &Arc<Inner<S>>) {
     let wanted = if inner.config.size > 0 {
         inner.config.size
     } else {
-        state.waiters.iter().filter(|w| !w.is_closed()).count()
+        state.waiting()
     };
-    while state.idle.len() + state.spawning < wanted {
-        state.spawning += 1;
-        let failures = state.spawn_failures_in_a_row;
+    let missing = wanted.saturating_sub(state.idle.len() + state.spawning);
+    state.spawning += missing;
+    let failures = state.spawn_failures_in_a_row;
+    // Outside the lock: a task the runtime refuses is dropped at once, and
+    // its slot's drop takes the lock.
+    drop(state);
+    for _ in 0..missing {
+        let slot = SpawnSlot::new(inner.clone());
         inner
             .tasks
-            .spawn_on(spawn_one(inner.clone(), failures), &inner.runtime);
+            .spawn_on(spawn_one(slot, failures), &inner.runtime);
     }
 }
 
 /// Launches one worker and hands it to the first live waiter, or parks it.
-async fn spawn_one<S: Sandbox>(inner: Arc<Inner<S>>, failures_before: u32) {
+async fn spawn_one<S: Sandbox>(mut slot: SpawnSlot<S>, failures_before: u32) {
+    let inner = slot.inner.clone();
+    let spawned = tokio::select! {
+        spawned = backed_off_spawn(&inner, failures_before) => spawned,
+        // The spawn future is dropped here; spawns are cancel-safe.
+        _ = inner.closing.cancelled() => None,
+    };
+    match spawned {
+        None => slot.failed = false,
+        Some((id, started, Ok(worker))) => {
+            slot.failed = false;
+            inner.observe(|o| o.worker_ready(id, started.elapsed(), worker.versions()));
+            hand_over(&inner, worker);
+        }
+        Some((id, _, Err(error))) => {
+            inner.observe(|o| o.spawn_failed(id, &error));
+        }
+    }
+    drop(slot);
+    replenish(&inner);
+}
+
+type Spawned<S> = (
+    u64,
+    Instant,
+    Result<<S as Sandbox>::Worker, crate::sandbox::SpawnError>,
+);
+
+async fn backed_off_spawn<S: Sandbox>(
+    inner: &Arc<Inner<S>>,
+    failures_before: u32,
+) -> Option<Spawned<S>> {
     if failures_before > 0 {
         // Back off so a broken sandbox doesn't spin the CPU: 100 ms doubling to 5 s.
         let delay =
             Duration::from_millis(100u64 << failures_before.min(6)).min(Duration::from_secs(5));
         tokio::time::sleep(delay).await;
     }
-    let permit = inner.spawn_slots.acquire().await;
+    let _permit = inner.spawn_slots.acquire().await;
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let spawned = if inner.lock().closed {
-        None
-    } else {
-        Some(inner.sandbox.spawn(id).await)
-    };
-    drop(permit);
-
-    match spawned {
-        None => inner.lock().spawning -= 1,
-        Some(Ok(worker)) => {
-            inner
-                .observer
-                .worker_ready(id, started.elapsed(), worker.versions());
-            hand_over(&inner, worker);
-        }
-        Some(Err(error)) => {
-            inner.observer.spawn_failed(id, &error);
-            let mut state = inner.lock();
-            state.spawning -= 1;
-            state.spawn_failures_in_a_row = state.spawn_failures_in_a_row.saturating_add(1);
-        }
+    if inner.lock().closed {
+        return None;
     }
-    replenish(&inner);
+    Some((id, started, inner.sandbox.spawn(id).await))
 }
 
+/// Parks a fresh worker and hands out what may be handed out.
 fn hand_over<S: Sandbox>(inner: &Arc<Inner<S>>, worker: S::Worker) {
     let mut state = inner.lock();
-    state.spawning -= 1;
     state.spawn_failures_in_a_row = 0;
     if state.closed {
         drop(state);
         discard(inner, worker);
         return;
     }
-    let mut lease = Lease::new(worker, inner.clone());
-    while let Some(waiter) = state.waiters.pop_front() {
-        match waiter.send(lease) {
-            Ok(()) => return,
-            // That request gave up; offer the worker to the next one.
-            Err(returned) => lease = returned,
+    state.idle.push_back(worker);
+    let dead = dispatch(inner, &mut state);
+    drop(state);
+    discard_all(inner, dead);
+}
+
+/// Gives idle workers to waiting requests, oldest first on both sides, while
+/// fewer than `max_jobs` leases are out. Called with the lock held, whenever
+/// a worker becomes ready or a lease ends. Returns the idle workers found
+/// dead, to be discarded once the lock is released.
+fn dispatch<S: Sandbox>(inner: &Arc<Inner<S>>, state: &mut State<S>) -> Vec<S::Worker> {
+    let mut dead = Vec::new();
+    while state.busy < inner.config.max_jobs {
+        let Some(waiter) = state.waiters.pop_front() else {
+            break;
+        };
+        if waiter.is_closed() {
+            continue;
+        }
+        let Some(worker) = state.pop_alive(&mut dead) else {
+            state.waiters.push_front(waiter);
+            break;
+        };
+        let lease = state.lease(worker, inner);
+        if let Err(returned) = waiter.send(lease) {
+            // That request gave up just now; the worker waits for the next.
+            let worker = state.unlease(returned);
+            state.idle.push_front(worker);
         }
     }
-    state.idle.push_back(lease.into_worker());
+    dead
 }
 
 /// Stops a worker that will never run a job and reaps it in the background.
 fn discard<S: Sandbox>(inner: &Arc<Inner<S>>, mut worker: S::Worker) {
     worker.stop();
     inner.tasks.spawn_on(worker.reap(), &inner.runtime);
+}
+
+fn discard_all<S: Sandbox>(inner: &Arc<Inner<S>>, workers: Vec<S::Worker>) {
+    for worker in workers {
+        discard(inner, worker);
+    }
+}
+
+/// Once a second: drop idle workers that died while they waited, and refill
+/// (also after a spawn that panicked, which could not refill by itself).
+async fn sweep<S: Sandbox>(pool: Weak<Inner<S>>) {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let dead = {
+            let mut state = inner.lock();
+            if state.closed {
+                return;
+            }
+            let (alive, dead): (VecDeque<_>, VecDeque<_>) =
+                state.idle.drain(..).partition(|w| w.is_alive());
+            state.idle = alive;
+            Vec::from(dead)
+        };
+        if !dead.is_empty() {
+            tracing::warn!(
+                workers = dead.len(),
+                "idle workers died while waiting; replacing them"
+            );
+            discard_all(&inner, dead);
+        }
+        replenish(&inner);
+    }
 }
 
 #[cfg(test)]

@@ -9,15 +9,29 @@ use serde_json::value::RawValue;
 
 use super::*;
 use crate::job::{Captured, Job, JobFailure};
+use crate::nsjail::SetupError;
 use crate::observer::{NoObserver, PoolObserver};
 use crate::protocol::Versions;
 use crate::sandbox::{Sandbox, SpawnError, Worker};
+use crate::selfcheck::SelfCheckReport;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Behaviour {
     Answer,
     Hang,
     Crash,
+}
+
+/// What a fake spawn does.
+#[derive(Clone, Copy, PartialEq)]
+enum SpawnBehaviour {
+    Succeed,
+    /// The spawn with this 1-based number fails.
+    FailNumber(u64),
+    /// The spawn with this 1-based number panics.
+    PanicNumber(u64),
+    /// Every spawn hangs forever (until cancelled).
+    Hang,
 }
 
 #[derive(Default)]
@@ -27,13 +41,16 @@ struct Counters {
     alive: AtomicI64,
     jobs: AtomicU64,
     stops: AtomicU64,
+    /// Spawns that were dropped before they finished (cancelled).
+    spawns_cancelled: AtomicU64,
+    /// Workers with a smaller id report themselves dead.
+    dead_below: AtomicU64,
 }
 
 struct FakeSandbox {
     behaviour: Behaviour,
     spawn_time: Duration,
-    /// The spawn with this 1-based number fails.
-    fail_spawn: Option<u64>,
+    spawning: SpawnBehaviour,
     counters: Arc<Counters>,
 }
 
@@ -42,18 +59,39 @@ struct FakeWorker {
     behaviour: Behaviour,
     versions: Versions,
     counters: Arc<Counters>,
+    /// A real worker runs one job in its life; this one refuses a second.
+    ran_a_job: bool,
+}
+
+/// Counts a spawn that never reached its end.
+struct CancelWitness<'a>(&'a Counters, bool);
+
+impl Drop for CancelWitness<'_> {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.spawns_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Sandbox for FakeSandbox {
     type Worker = FakeWorker;
 
     async fn spawn(&self, id: u64) -> Result<FakeWorker, SpawnError> {
-        tokio::time::sleep(self.spawn_time).await;
+        let mut witness = CancelWitness(&self.counters, false);
         let n = self.counters.spawned.fetch_add(1, Ordering::SeqCst) + 1;
-        if self.fail_spawn == Some(n) {
+        if self.spawning == SpawnBehaviour::Hang {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(self.spawn_time).await;
+        witness.1 = true;
+        if self.spawning == SpawnBehaviour::FailNumber(n) {
             return Err(SpawnError {
                 message: format!("spawn {n} fails on purpose"),
             });
+        }
+        if self.spawning == SpawnBehaviour::PanicNumber(n) {
+            panic!("spawn {n} panics on purpose");
         }
         self.counters.alive.fetch_add(1, Ordering::SeqCst);
         Ok(FakeWorker {
@@ -61,8 +99,15 @@ impl Sandbox for FakeSandbox {
             behaviour: self.behaviour,
             versions: Versions::default(),
             counters: self.counters.clone(),
+            ran_a_job: false,
         })
     }
+
+    async fn self_check(&self) -> Result<SelfCheckReport, SetupError> {
+        Ok(SelfCheckReport::default())
+    }
+
+    async fn close(&self) {}
 }
 
 impl Worker for FakeWorker {
@@ -74,7 +119,13 @@ impl Worker for FakeWorker {
         &self.versions
     }
 
+    fn is_alive(&self) -> bool {
+        self.id >= self.counters.dead_below.load(Ordering::SeqCst)
+    }
+
     async fn run(&mut self, _job: &Job) -> Result<Box<RawValue>, JobFailure> {
+        assert!(!self.ran_a_job, "worker {} was given a second job", self.id);
+        self.ran_a_job = true;
         self.counters.jobs.fetch_add(1, Ordering::SeqCst);
         match self.behaviour {
             Behaviour::Answer => {
@@ -111,6 +162,7 @@ fn config(size: usize) -> PoolConfig {
         queue_timeout: Duration::from_secs(5),
         job_timeout: Duration::from_secs(10),
         max_parallel_spawns: 2,
+        max_jobs: 16,
     }
 }
 
@@ -119,7 +171,7 @@ fn sandbox(behaviour: Behaviour) -> (FakeSandbox, Arc<Counters>) {
     let sandbox = FakeSandbox {
         behaviour,
         spawn_time: Duration::from_millis(300),
-        fail_spawn: None,
+        spawning: SpawnBehaviour::Succeed,
         counters: counters.clone(),
     };
     (sandbox, counters)
@@ -145,16 +197,14 @@ async fn each_worker_runs_one_job_and_is_replaced() {
     settle().await;
     assert_eq!(pool.status().ready, 2);
 
-    let mut seen = Vec::new();
+    // The fake panics if one of its workers is given a second job.
     for _ in 0..5 {
         let report = pool.checkout().await.unwrap().run(&job()).await;
         let result = report.outcome.unwrap();
         assert_eq!(result.get(), format!("{{\"worker\":{}}}", report.worker_id));
         assert_eq!(report.stdout.text(), format!("out {}", report.worker_id));
-        seen.push(report.worker_id);
     }
-    seen.dedup();
-    assert_eq!(seen.len(), 5, "a worker served two jobs: {seen:?}");
+    assert_eq!(counters.jobs.load(Ordering::SeqCst), 5);
     settle().await;
     assert_eq!(
         counters.alive.load(Ordering::SeqCst),
@@ -174,7 +224,7 @@ async fn a_failed_spawn_is_retried_and_reported() {
         }
     }
     let (mut sandbox, counters) = sandbox(Behaviour::Answer);
-    sandbox.fail_spawn = Some(2);
+    sandbox.spawning = SpawnBehaviour::FailNumber(2);
     let failures = Arc::new(Failures(Mutex::new(Vec::new())));
     let pool = Pool::start(sandbox, config(2), failures.clone());
     settle().await;
@@ -337,4 +387,106 @@ async fn shutdown_fails_waiters_and_reaps_every_worker() {
         0,
         "every worker, idle, leased or spawning, is reaped"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_spawn_and_a_panicking_observer_leave_no_phantom_slot() {
+    struct PanickingObserver;
+    impl PoolObserver for PanickingObserver {
+        fn worker_ready(&self, worker_id: u64, _: Duration, _: &Versions) {
+            if worker_id == 2 {
+                panic!("observer panics on purpose");
+            }
+        }
+        fn checked_out(&self, _: Duration) {
+            panic!("observer panics on purpose");
+        }
+    }
+    let (mut sandbox, counters) = sandbox(Behaviour::Answer);
+    sandbox.spawning = SpawnBehaviour::PanicNumber(1);
+    let pool = Pool::start(sandbox, config(2), Arc::new(PanickingObserver));
+    settle().await;
+    let status = pool.status();
+    assert_eq!(
+        (status.ready, status.spawning),
+        (2, 0),
+        "the pool refills to its target"
+    );
+    assert_eq!(counters.spawned.load(Ordering::SeqCst), 3);
+    // Checkout's observer panics too; the lease still works.
+    let report = pool.checkout().await.unwrap().run(&job()).await;
+    assert!(report.outcome.is_ok());
+    settle().await;
+    assert_eq!(pool.status().ready, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_cancels_a_spawn_that_never_finishes() {
+    let (mut sandbox, counters) = sandbox(Behaviour::Answer);
+    sandbox.spawning = SpawnBehaviour::Hang;
+    let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
+    settle().await;
+    assert_eq!(pool.status().spawning, 2);
+    tokio::time::timeout(Duration::from_secs(1), pool.shutdown())
+        .await
+        .expect("shutdown does not wait for hung spawns");
+    assert_eq!(counters.spawns_cancelled.load(Ordering::SeqCst), 2);
+    assert_eq!(pool.status().spawning, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_that_died_are_swept_and_replaced() {
+    let (sandbox, counters) = sandbox(Behaviour::Answer);
+    let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
+    settle().await;
+    assert_eq!(counters.spawned.load(Ordering::SeqCst), 2);
+    counters.dead_below.store(3, Ordering::SeqCst);
+    settle().await;
+    assert_eq!(counters.spawned.load(Ordering::SeqCst), 4, "both replaced");
+    assert_eq!(
+        counters.alive.load(Ordering::SeqCst),
+        2,
+        "the dead ones reaped"
+    );
+    assert_eq!(pool.status().ready, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn checkout_skips_an_idle_worker_that_died() {
+    let (sandbox, counters) = sandbox(Behaviour::Answer);
+    let mut config = config(1);
+    config.queue_timeout = Duration::from_secs(60);
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    settle().await;
+    counters.dead_below.store(2, Ordering::SeqCst);
+    let id = pool.checkout().await.unwrap().worker_id();
+    assert_eq!(id, 2, "the dead worker 1 was not handed out");
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_more_than_max_jobs_run_at_once_even_with_idle_workers() {
+    let (sandbox, counters) = sandbox(Behaviour::Hang);
+    let mut config = config(3);
+    config.max_jobs = 2;
+    config.job_timeout = Duration::from_secs(5);
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    settle().await;
+    let running: Vec<_> = (0..3)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.checkout().await.unwrap().run(&job()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let status = pool.status();
+    assert_eq!((status.busy, status.waiting), (2, 1), "{status:?}");
+    assert_eq!(counters.jobs.load(Ordering::SeqCst), 2);
+    // When the first two time out, the third runs.
+    for task in running {
+        assert_eq!(
+            task.await.unwrap().outcome.unwrap_err(),
+            JobFailure::Timeout
+        );
+    }
+    assert_eq!(counters.jobs.load(Ordering::SeqCst), 3);
 }

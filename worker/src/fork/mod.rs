@@ -1,0 +1,535 @@
+//! Fork mode: workers are children of a warm zygote, each a fresh sandbox of
+//! its own, so a worker costs a fork (a few CPU-milliseconds) instead of an
+//! interpreter start and the numpy and pandas imports.
+//!
+//! ```text
+//!  supervisor ── keeps one live zygote current: starts the first, replaces
+//!                one that died, recycles one after max_forks or max_age
+//!                (the replacement is ready before the old one retires)
+//!
+//!  spawn(id): cgroup w<id> ┐
+//!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net
+//!                          ┘   namespaces, session, tmpfs; sealed
+//!             ◀── ready frame + credentials (the child's host pid)
+//!             pidfd on it; check it is that child; move it into w<id> ─▶ warm
+//!  run:   job ─▶ answer;  stop: SIGKILL the child (PID 1 of its namespace);
+//!  reap:  its exit as the zygote reports it; remove w<id>
+//! ```
+//!
+//! What jobs of one zygote share, and spawn mode's don't: the zygote's
+//! memory layout (ASLR) and Python's hash secret. Recycling bounds how long.
+//! A job child's host memory charges before the move (its copy-on-write
+//! faults while it seals itself, ~2.6 MB) stay with the zygote's cgroup,
+//! which is sized for it.
+
+mod zygote;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, JobCgroup};
+use crate::channel::{JobChannel, RunError};
+use crate::job::{Captured, Job, JobFailure};
+use crate::launcher::Launcher;
+use crate::nsjail::{Nsjail, NsjailConfig, SetupError};
+use crate::process::JobProcess;
+use crate::protocol::Versions;
+use crate::sandbox::{Sandbox, SpawnError, Worker};
+use crate::selfcheck::{self, Inspect, SelfCheckReport};
+use crate::spawn::job_cgroup_limits;
+
+pub use zygote::ChildExit;
+use zygote::{ExitWatch, Zygote, ZygoteStart};
+
+/// How long a stopped child's exit may take to be reported before its
+/// cgroup is emptied by force.
+const EXIT_REPORT_GRACE: Duration = Duration::from_secs(2);
+/// How often the supervisor looks at the current zygote's age.
+const SUPERVISOR_TICK: Duration = Duration::from_secs(1);
+/// Back-off between attempts to start a zygote that keeps failing.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+
+/// When a zygote is replaced by a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recycling {
+    pub max_forks: u64,
+    pub max_age: Duration,
+}
+
+/// What the fork sandbox tells the server about its zygotes.
+pub trait ZygoteObserver: Send + Sync + 'static {
+    /// Zygote `generation` became current; `reason`: "start", "died" or
+    /// "recycled"; `start_time`: launch to ready.
+    fn zygote_started(&self, _generation: u64, _reason: &str, _start_time: Duration) {}
+    /// A zygote could not be started.
+    fn zygote_failed(&self, _generation: u64, _error: &str) {}
+    /// The current zygote died while it was current.
+    fn zygote_died(&self, _generation: u64) {}
+}
+
+pub struct NoZygoteObserver;
+impl ZygoteObserver for NoZygoteObserver {}
+
+pub struct ForkSandbox {
+    inner: Arc<Inner>,
+    supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Inner {
+    nsjail: Nsjail,
+    cgroups: Arc<Cgroups>,
+    launcher: Launcher,
+    recycling: Recycling,
+    zygote_limits: CgroupLimits,
+    observer: Arc<dyn ZygoteObserver>,
+    /// The zygote new workers are forked from; `None` while none is live.
+    current: watch::Sender<Option<Arc<Zygote>>>,
+    generations: AtomicU64,
+    /// Why the last zygote start failed, for `/readyz`.
+    last_failure: Mutex<Option<String>>,
+    /// Wakes the supervisor before its tick (forks reached the maximum).
+    nudge: tokio::sync::Notify,
+    stop: CancellationToken,
+    /// Zygote endings in progress (see `Zygote`'s drop).
+    endings: TaskTracker,
+}
+
+impl ForkSandbox {
+    /// Checks nsjail's files, prepares the cgroup root, starts the first
+    /// zygote and its supervisor. Fails, saying why, if the zygote can't
+    /// start. Must be called inside a tokio runtime.
+    pub async fn start(
+        config: NsjailConfig,
+        recycling: Recycling,
+        observer: Arc<dyn ZygoteObserver>,
+    ) -> Result<ForkSandbox, SetupError> {
+        let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
+            .map_err(SetupError::new)?;
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let zygote_limits = CgroupLimits {
+            // The zygote's own interpreter (numpy and pandas imported, ~100
+            // MiB) plus what its children touch before they are moved out.
+            memory_bytes: (config.limits.memory_bytes * 2).max(1 << 30),
+            // The zygote, nsjail, and children between fork and adoption.
+            max_tasks: 256,
+            // Forking must never wait behind a quota.
+            cpus: cpus as f64,
+        };
+        let nsjail = Nsjail::new(config)?;
+        let launcher = Launcher::start()
+            .map_err(|e| SetupError::new(format!("cannot start the launcher thread: {e}")))?;
+        let inner = Arc::new(Inner {
+            nsjail,
+            cgroups: Arc::new(cgroups),
+            launcher,
+            recycling,
+            zygote_limits,
+            observer,
+            current: watch::Sender::new(None),
+            generations: AtomicU64::new(0),
+            last_failure: Mutex::new(None),
+            nudge: tokio::sync::Notify::new(),
+            stop: CancellationToken::new(),
+            endings: TaskTracker::new(),
+        });
+        let first = inner
+            .start_zygote("start")
+            .await
+            .map_err(|e| SetupError::new(format!("the zygote cannot start: {e}")))?;
+        inner.current.send_replace(Some(first));
+        let supervisor = tokio::spawn(supervise(inner.clone()));
+        Ok(ForkSandbox {
+            inner,
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+
+    pub fn config(&self) -> &NsjailConfig {
+        self.inner.nsjail.config()
+    }
+
+    pub fn cgroup_mode(&self) -> CgroupMode {
+        self.inner.cgroups.mode()
+    }
+
+    /// The current zygote's generation (1 for the first), if one is live.
+    pub fn zygote_generation(&self) -> Option<u64> {
+        self.inner.current.borrow().as_ref().map(|z| z.generation())
+    }
+}
+
+impl Inner {
+    async fn start_zygote(&self, reason: &str) -> Result<Arc<Zygote>, String> {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let started = std::time::Instant::now();
+        let from = ZygoteStart {
+            nsjail: &self.nsjail,
+            launcher: &self.launcher,
+            cgroups: &self.cgroups,
+            cgroup_limits: self.zygote_limits.clone(),
+            timeout: self.nsjail.config().spawn_timeout,
+            endings: self.endings.clone(),
+        };
+        match Zygote::start(generation, from).await {
+            Ok(zygote) => {
+                *lock(&self.last_failure) = None;
+                self.observer
+                    .zygote_started(generation, reason, started.elapsed());
+                tracing::info!(
+                    zygote = generation,
+                    reason,
+                    start_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "zygote ready"
+                );
+                Ok(zygote)
+            }
+            Err(error) => {
+                *lock(&self.last_failure) = Some(error.clone());
+                self.observer.zygote_failed(generation, &error);
+                tracing::warn!(zygote = generation, error = %error, "a zygote failed to start");
+                Err(error)
+            }
+        }
+    }
+
+    fn due_for_recycling(&self, zygote: &Zygote) -> bool {
+        zygote.forks() >= self.recycling.max_forks || zygote.age() >= self.recycling.max_age
+    }
+
+    /// Waits up to the spawn timeout for a live zygote.
+    async fn live_zygote(&self) -> Result<Arc<Zygote>, String> {
+        let mut current = self.current.subscribe();
+        let timeout = self.nsjail.config().spawn_timeout;
+        let found = tokio::time::timeout(
+            timeout,
+            current.wait_for(|z| z.as_ref().is_some_and(|z| z.is_alive())),
+        )
+        .await;
+        match found {
+            Ok(Ok(zygote)) => Ok(zygote.clone().expect("wait_for saw a live zygote")),
+            Ok(Err(_)) => Err("the sandbox is closing".into()),
+            Err(_) => Err(format!(
+                "no live zygote within {timeout:?}; last start failure: {}",
+                lock(&self.last_failure)
+                    .clone()
+                    .unwrap_or_else(|| "none".into())
+            )),
+        }
+    }
+}
+
+/// Keeps a live zygote current: replaces one that died, recycles one that
+/// is due, each time starting the successor before the old one leaves.
+async fn supervise(inner: Arc<Inner>) {
+    loop {
+        let current = inner.current.borrow().clone();
+        let reason = match &current {
+            Some(zygote) if !zygote.is_alive() => {
+                inner.observer.zygote_died(zygote.generation());
+                tracing::warn!(
+                    zygote = zygote.generation(),
+                    "the zygote died; replacing it"
+                );
+                // Nothing can be forked from it any more.
+                inner.current.send_replace(None);
+                Some("died")
+            }
+            None => Some("died"),
+            Some(zygote) if inner.due_for_recycling(zygote) => Some("recycled"),
+            Some(_) => None,
+        };
+        if let Some(reason) = reason {
+            match inner.start_zygote(reason).await {
+                // The old one leaves the sandbox here and ends once the
+                // last worker it forked has been reaped.
+                Ok(fresh) => drop(inner.current.send_replace(Some(fresh))),
+                Err(_) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RESTART_BACKOFF) => {}
+                        _ = inner.stop.cancelled() => return,
+                    }
+                }
+            }
+            continue;
+        }
+        let died = async {
+            match &current {
+                Some(zygote) => zygote.died().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = died => {}
+            _ = inner.nudge.notified() => {}
+            _ = tokio::time::sleep(SUPERVISOR_TICK) => {}
+            _ = inner.stop.cancelled() => return,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One job child of a zygote.
+pub struct ForkWorker {
+    id: u64,
+    versions: Versions,
+    channel: JobChannel,
+    process: Option<JobProcess>,
+    exit: ExitWatch,
+    /// `None` once reaped.
+    cgroup: Option<JobCgroup>,
+    /// Held so the zygote (and with it this child) lives as long as the worker.
+    zygote: Arc<Zygote>,
+}
+
+impl Sandbox for ForkSandbox {
+    type Worker = ForkWorker;
+
+    async fn spawn(&self, id: u64) -> Result<ForkWorker, SpawnError> {
+        let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
+            message: format!("worker {id}: {what}: {e}"),
+        };
+        let inner = &self.inner;
+        let config = inner.nsjail.config();
+        let zygote = inner
+            .live_zygote()
+            .await
+            .map_err(|e| fail("no zygote to fork from", &e))?;
+        let cgroup = inner
+            .cgroups
+            .create_blocking(format!("w{id}"), job_cgroup_limits(config, 0))
+            .await
+            .map_err(|e| fail("cannot create its cgroup", &e))?;
+        let (channel, ends) =
+            match JobChannel::new(config.max_result_bytes, config.max_output_bytes) {
+                Ok(parts) => parts,
+                Err(e) => {
+                    cgroup.destroy().await;
+                    return Err(fail("cannot make its job channel", &e));
+                }
+            };
+        let forked = match zygote.fork(id, ends).await {
+            Ok(forked) => forked,
+            Err(e) => {
+                cgroup.destroy().await;
+                return Err(fail("the zygote did not fork it", &e));
+            }
+        };
+        if zygote.forks() >= inner.recycling.max_forks {
+            inner.nudge.notify_one();
+        }
+        // From here on, dropping `worker` (a cancelled spawn included) kills
+        // the child and removes its cgroup.
+        let mut worker = ForkWorker {
+            id,
+            versions: zygote.versions().clone(),
+            channel,
+            process: None,
+            exit: forked.exit,
+            cgroup: Some(cgroup),
+            zygote,
+        };
+        let ready = tokio::time::timeout(config.spawn_timeout, async {
+            let mut exit = worker.exit.clone();
+            tokio::select! {
+                ready = worker.channel.wait_ready() => ready,
+                ended = exit.wait_for(Option::is_some) => Err(format!(
+                    "the child ended before it was ready ({:?})",
+                    ended.ok().and_then(|e| e.clone())
+                )),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("not ready within {:?}", config.spawn_timeout)));
+        let ready = match ready {
+            Ok(ready) => ready,
+            Err(why) => {
+                worker.reap().await;
+                return Err(fail("the child failed", &why));
+            }
+        };
+        if let Err(why) = worker.confine(ready.host_pid, forked.jail_pid).await {
+            worker.reap().await;
+            return Err(fail("cannot move the child into its cgroup", &why));
+        }
+        Ok(worker)
+    }
+
+    async fn self_check(&self) -> Result<SelfCheckReport, SetupError> {
+        let config = self.inner.nsjail.config();
+        let expected = selfcheck::Expected::of(config, 0);
+        selfcheck::run(
+            self,
+            &expected,
+            self.inner.cgroups.mode(),
+            self.inner.nsjail.version(),
+            "fork",
+        )
+        .await
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.inner.current.borrow().as_ref() {
+            Some(zygote) if zygote.is_alive() => Ok(()),
+            _ => Err(format!(
+                "no live zygote (restarting){}",
+                lock(&self.inner.last_failure)
+                    .as_ref()
+                    .map(|e| format!("; last start failure: {e}"))
+                    .unwrap_or_default()
+            )),
+        }
+    }
+
+    async fn close(&self) {
+        let inner = &self.inner;
+        inner.stop.cancel();
+        let supervisor = lock(&self.supervisor).take();
+        if let Some(supervisor) = supervisor {
+            let _ = supervisor.await;
+        }
+        // The last hold on the current zygote: dropping it starts its end.
+        inner.current.send_replace(None);
+        inner.endings.close();
+        inner.endings.wait().await;
+        let cgroups = inner.cgroups.clone();
+        let _ = tokio::task::spawn_blocking(move || cgroups.close()).await;
+    }
+}
+
+impl ForkWorker {
+    /// Holds the child by a pidfd, proves that the pidfd is the child the
+    /// zygote forked (its pid in the jail, from the pidfd's own fdinfo), and
+    /// moves it into its cgroup.
+    async fn confine(&mut self, host_pid: i32, jail_pid: i32) -> Result<(), String> {
+        let process = JobProcess::open(host_pid).map_err(|e| e.to_string())?;
+        let cgroup = self.cgroup.clone().ok_or("no cgroup")?;
+        let pidfd = process.raw_pidfd();
+        let adopted = tokio::task::spawn_blocking(move || {
+            let namespaces = pidfd_namespace_pids(pidfd)?;
+            if namespaces.get(1) != Some(&jail_pid) {
+                return Err(format!(
+                    "the ready frame came from pid {host_pid} (NSpid {namespaces:?}), not the zygote's child {jail_pid}"
+                ));
+            }
+            cgroup.adopt(host_pid).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        self.process = Some(process);
+        adopted
+    }
+
+    async fn death(&mut self) -> JobFailure {
+        let exit = tokio::time::timeout(EXIT_REPORT_GRACE, self.exit.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|e| e.clone());
+        if let Some(cgroup) = &self.cgroup {
+            if cgroup.oom_killed_blocking().await {
+                return JobFailure::MemoryLimit;
+            }
+        }
+        match exit {
+            Some(ChildExit::Status(status)) => JobFailure::Exited { status },
+            Some(ChildExit::ZygoteGone) => JobFailure::Lost(format!(
+                "zygote {} ended while the job ran",
+                self.zygote.generation()
+            )),
+            None => JobFailure::Exited {
+                status: "unknown status".into(),
+            },
+        }
+    }
+}
+
+/// The pids of the process behind `pidfd` in each pid namespace it is in,
+/// outermost first (`NSpid:` of its fdinfo).
+fn pidfd_namespace_pids(pidfd: i32) -> Result<Vec<i32>, String> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{pidfd}"))
+        .map_err(|e| format!("cannot read the pidfd's fdinfo: {e}"))?;
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .ok_or("the pidfd's fdinfo has no NSpid line")?;
+    Ok(line
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+impl Worker for ForkWorker {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn versions(&self) -> &Versions {
+        &self.versions
+    }
+
+    fn is_alive(&self) -> bool {
+        self.zygote.is_alive() && self.process.as_ref().is_some_and(|p| !p.has_exited())
+    }
+
+    async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
+        match self.channel.run(job).await {
+            Ok(result) => Ok(result),
+            Err(RunError::Failed(failure)) => Err(failure),
+            Err(RunError::Ended) => Err(self.death().await),
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(process) = &self.process {
+            process.kill();
+        }
+    }
+
+    async fn output(&mut self) -> (Captured, Captured) {
+        self.channel.output().await
+    }
+
+    async fn reap(mut self) {
+        self.stop();
+        // Once the zygote has reaped the child, its whole pid namespace is
+        // gone and the cgroup is empty (destroy kills any straggler).
+        let _ = tokio::time::timeout(EXIT_REPORT_GRACE, self.exit.wait_for(Option::is_some)).await;
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.destroy().await;
+        }
+    }
+}
+
+impl Drop for ForkWorker {
+    /// A worker dropped without being reaped (a cancelled spawn, a panic):
+    /// kill it and remove its cgroup in the background, at once.
+    fn drop(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            self.stop();
+            cgroup.destroy_in_background();
+        }
+    }
+}
+
+impl Inspect for ForkWorker {
+    fn cgroup(&self) -> Option<&JobCgroup> {
+        self.cgroup.as_ref()
+    }
+
+    fn job_pid(&self) -> Option<i32> {
+        self.process.as_ref().map(JobProcess::host_pid)
+    }
+
+    fn helper_pids(&self) -> Vec<i32> {
+        Vec::new()
+    }
+}
