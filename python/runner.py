@@ -924,12 +924,49 @@ def result_frame(value, max_result_bytes):
     plain, problem = check_result(value)
     if problem is not None:
         return error_frame("invalid_result", problem)
-    encoded = _encode_json(plain).encode("utf-8")
+    try:
+        encoded = _encode_json(plain).encode("utf-8")
+    except ValueError:
+        # What validation lets through and the encoder refuses: an int with
+        # more digits than sys.get_int_max_str_digits() (4300 by default).
+        # Checking every int up front would slow the common path.
+        return error_frame("invalid_result", _long_int_message(plain))
     if len(encoded) > max_result_bytes:
         return error_frame(
             "result_too_large",
             f"the result is {len(encoded)} bytes of JSON, over the {max_result_bytes}-byte limit")
     return RESULT_FRAME_PREFIX + encoded + RESULT_FRAME_SUFFIX
+
+
+def _long_int_message(plain):
+    path = _long_int_path(plain)
+    where = "" if path is None else f" at {describe_path(path)}"
+    return (f"main() returned an int too long to write in decimal{where}, which Python "
+            "refuses to convert beyond sys.get_int_max_str_digits() digits: send str(x) "
+            "after sys.set_int_max_str_digits(0), or hex(x)")
+
+
+def _long_int_path(value):
+    """The path (innermost first) to an int str() refuses, in a validated result."""
+    tp = type(value)
+    if tp is int:
+        try:
+            _int_repr(value)
+        except ValueError:
+            return []
+        return None
+    if tp is dict:
+        items = _dict_items(value)
+    elif tp is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        path = _long_int_path(item)
+        if path is not None:
+            path.append(key)
+            return path
+    return None
 
 
 def run_job(source, max_result_bytes):

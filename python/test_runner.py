@@ -574,6 +574,18 @@ class InvalidResultTest(unittest.TestCase):
                 for needle in needles:
                     self.assertIn(needle, frame["message"])
 
+    def test_ints_too_long_to_write_are_refused_not_a_crash(self):
+        value, key = run_scripts(self, [
+            "def main():\n    return {'n': [1, {'big': 10 ** 5000}]}\n",
+            "def main():\n    return {'m': {10 ** 5000: 1}}\n",
+        ])
+        self.assertEqual(value.frame["kind"], "invalid_result", value.frame)
+        self.assertIn("an int too long to write in decimal at result['n'][1]['big']",
+                      value.frame["message"])
+        self.assertEqual(key.frame["kind"], "invalid_result", key.frame)
+        self.assertIn("a dict key that is an int too long to write in decimal at result['m']",
+                      key.frame["message"])
+
     def test_async_main_gets_a_hint(self):
         finished = run_script(self, "async def main():\n    return {}\n")
         self.assertEqual(finished.frame["kind"], "invalid_result")
