@@ -56,6 +56,10 @@ _isfinite = math.isfinite
 _str_str = str.__str__
 _int_int = int.__int__
 _float_float = float.__float__
+_int_repr = int.__repr__
+_float_repr = float.__repr__
+_str_repr = str.__repr__
+_dict_len = dict.__len__
 _dict_items = dict.items
 _list_iter = list.__iter__
 _tuple_iter = tuple.__iter__
@@ -256,6 +260,7 @@ def warm_up():
     # garbage collections from scanning it over and over.
     gc.collect()
     gc.freeze()
+    bind_libraries()
     return {
         "type": "ready",
         "python": platform.python_version(),
@@ -264,22 +269,73 @@ def warm_up():
     }
 
 
-def _type_name(tp):
-    """Fully qualified type name, with numpy/pandas types under their public names."""
-    name = tp.__qualname__
+def _module_name(tp):
     try:
         # Via type's own descriptor: a class can't lie about it with a property.
         module = type.__dict__["__module__"].__get__(tp, type)
     except Exception:
-        module = None
-    if type(module) is not str or module in ("builtins", "__main__", SCRIPT_MODULE_NAME):
+        return None
+    return module if type(module) is str else None
+
+
+def _type_name(tp):
+    """Fully qualified type name, with numpy/pandas types under their public names."""
+    name = tp.__qualname__
+    module = _module_name(tp)
+    if module is None or module in ("builtins", "__main__", SCRIPT_MODULE_NAME):
         return name
-    for public in ("numpy", "pandas"):
+    for library in (_NUMPY, _PANDAS):
+        if library is None:
+            continue
+        public = library.name
         if module == public or module.startswith(public + "."):
-            package = sys.modules.get(public)
-            if package is not None and package.__dict__.get(name) is tp:
+            if library.namespace.get(name) is tp:
                 return f"{public}.{name}"
     return f"{module}.{name}"
+
+
+# ------------------------------------------------- numpy and pandas, privately
+
+# The numpy and pandas types and functions the validator needs, taken from the
+# modules warm-up imported (never imported here), before any script runs: a
+# script that patches numpy or replaces sys.modules["numpy"] changes nothing.
+# None when the library is not loaded.
+_NUMPY = None
+_PANDAS = None
+
+
+def bind_libraries():
+    """Take the private references to numpy and pandas (called by warm_up)."""
+    global _NUMPY, _PANDAS
+    numpy, pandas = sys.modules.get("numpy"), sys.modules.get("pandas")
+    if numpy is not None:
+        _NUMPY = types.SimpleNamespace(
+            name="numpy",
+            namespace=dict(vars(numpy)),
+            generic=numpy.generic,
+            ndarray=numpy.ndarray,
+            # The scalars that convert: their .item() is a bool, int or float.
+            json_scalars=(numpy.bool_, numpy.integer, numpy.floating),
+            datetime64=numpy.datetime64,
+            complexfloating=numpy.complexfloating,
+            # Unbound methods of the base types, so a subclass's override never runs.
+            item=numpy.generic.item,
+            tolist=numpy.ndarray.tolist,
+            # Module functions can be replaced by a script; numpy's types can't.
+            isfinite=numpy.isfinite,
+        )
+    if pandas is not None:
+        _PANDAS = types.SimpleNamespace(
+            name="pandas",
+            namespace=dict(vars(pandas)),
+            DataFrame=pandas.DataFrame,
+            Series=pandas.Series,
+            Index=pandas.Index,
+            Timestamp=pandas.Timestamp,
+            Timedelta=pandas.Timedelta,
+            NaT=pandas.NaT,
+            NA=pandas.NA,
+        )
 
 
 # ------------------------------------------------------------- validation
@@ -298,53 +354,79 @@ class InvalidResult(Exception):
         self.path = []  # keys/indexes, innermost first
 
 
+_ANY_JSON_TYPE = "convert it to a dict, list, str, int, float, bool or None"
+
+
 def _conversion_hint(value):
-    numpy, pandas = sys.modules.get("numpy"), sys.modules.get("pandas")
+    # issubclass on type(value), never isinstance: isinstance would consult a
+    # __class__ the script's object may fake.
+    tp = type(value)
+    numpy, pandas = _NUMPY, _PANDAS
     if numpy is not None:
-        if isinstance(value, numpy.bool_):
-            return "convert it with bool(x) or x.item()"
-        if isinstance(value, numpy.integer):
-            return "convert it with int(x) or x.item()"
-        if isinstance(value, numpy.floating):
-            return "convert it with float(x) or x.item()"
-        if isinstance(value, numpy.ndarray):
+        if tp is numpy.ndarray and value.dtype.kind == "M":
+            return "convert it with numpy.datetime_as_string(arr).tolist()"
+        if tp is numpy.ndarray and value.dtype.kind == "m":
+            return 'convert it with (arr / numpy.timedelta64(1, "s")).tolist()'
+        if issubclass(tp, numpy.ndarray):  # a subclass: masked array, matrix, ...
             return "convert it with arr.tolist()"
-        if isinstance(value, numpy.generic):
+        if issubclass(tp, numpy.json_scalars):  # numpy.longdouble
+            return "convert it with float(x)"
+        if issubclass(tp, numpy.datetime64):
+            return "convert it with str(x) (ISO 8601)"
+        if issubclass(tp, numpy.complexfloating):
+            return "convert it with [x.real, x.imag]"
+        if issubclass(tp, numpy.generic):
             return "convert it with x.item()"
     if pandas is not None:
-        if isinstance(value, pandas.DataFrame):
-            return 'convert it with df.to_dict(orient="records")'
-        if isinstance(value, pandas.Series):
+        if issubclass(tp, pandas.DataFrame):
+            return ('convert it with df.to_dict(orient="records") (a list of rows) '
+                    'or df.to_dict() (a dict per column)')
+        if issubclass(tp, pandas.Series):
             return "convert it with series.to_dict() or series.tolist()"
-        if isinstance(value, pandas.Index):
+        if issubclass(tp, pandas.Index):
             return "convert it with index.tolist()"
         if value is pandas.NaT:
             return "use None for a missing time"
-        if isinstance(value, pandas.Timestamp):
+        if value is pandas.NA:
+            return "use None for a missing value"
+        if issubclass(tp, pandas.Timestamp):
             return "convert it with ts.isoformat()"
-        if isinstance(value, pandas.Timedelta):
+        if issubclass(tp, pandas.Timedelta):
             return "convert it with td.total_seconds()"
-    if isinstance(value, (set, frozenset)):
+        module = _module_name(tp)
+        if module is not None and module.startswith("pandas."):
+            return "convert it with x.tolist(), x.to_dict() or str(x)"
+    if issubclass(tp, (set, frozenset)):
         return "convert it with sorted(x) or list(x)"
-    if isinstance(value, (bytes, bytearray, memoryview)):
+    if issubclass(tp, (bytes, bytearray, memoryview)):
         return "convert it with x.decode() (or base64 for binary data)"
-    if isinstance(value, (datetime.date, datetime.time)):
+    if issubclass(tp, (datetime.date, datetime.time)):
         return "convert it with x.isoformat()"
-    if isinstance(value, datetime.timedelta):
+    if issubclass(tp, datetime.timedelta):
         return "convert it with x.total_seconds()"
-    if isinstance(value, decimal.Decimal):
+    if issubclass(tp, decimal.Decimal):
         return "convert it with float(x) or str(x)"
-    if isinstance(value, complex):
+    if issubclass(tp, complex):
         return "convert it with [x.real, x.imag]"
-    return "convert it to a dict, list, str, int, float, bool or None"
+    return _ANY_JSON_TYPE
 
 
 def _unencodable(value):
     try:
         hint = _conversion_hint(value)
     except Exception:
-        hint = "convert it to a dict, list, str, int, float, bool or None"
-    return InvalidResult(f"a {_type_name(type(value))}", f"which JSON cannot encode: {hint}")
+        hint = _ANY_JSON_TYPE
+    pandas = _PANDAS
+    if pandas is not None and (value is pandas.NaT or value is pandas.NA):
+        what = "pandas.NaT" if value is pandas.NaT else "pandas.NA"
+    else:
+        what = f"a {_type_name(type(value))}"
+    return InvalidResult(what, f"which JSON cannot encode: {hint}")
+
+
+def _not_finite(value):
+    return InvalidResult(
+        f"the float {_float_repr(value)}", "which JSON cannot encode: use None for missing values")
 
 
 def _plain_str(value):
@@ -367,8 +449,10 @@ def to_plain_json(value, depth=0, active=None):
     Policy: exact JSON types pass; subclasses of str/int/float/list/tuple/dict
     (numpy.float64, numpy.str_, IntEnum, OrderedDict, ...) are accepted and
     converted through the base type's own method, so the script's overrides
-    never run; anything else (numpy.int64, numpy.bool_, ndarray, pandas
-    objects, sets, bytes, ...) is rejected. Raises InvalidResult.
+    never run. numpy's bool, integer and floating scalars become their Python
+    value and an ndarray its nested lists (as orjson's OPT_SERIALIZE_NUMPY
+    treats them). Anything else (pandas objects, sets, bytes, dates, ...) and
+    NaN or Infinity anywhere are rejected. Raises InvalidResult.
     """
     tp = type(value)
     if value is None or tp is bool or tp is int:
@@ -381,8 +465,7 @@ def to_plain_json(value, depth=0, active=None):
         if tp is not float:
             value = _float_float(value)
         if not _isfinite(value):
-            raise InvalidResult(
-                f"the float {value!r}", "which JSON cannot encode: use None for missing values")
+            raise _not_finite(value)
         return value
     if issubclass(tp, int):
         return _int_int(value)
@@ -390,17 +473,28 @@ def to_plain_json(value, depth=0, active=None):
         return _plain_str(value)
     if issubclass(tp, (dict, list, tuple)):
         return _plain_container(value, tp, depth + 1, active if active is not None else set())
+    numpy = _NUMPY
+    if numpy is not None:
+        if tp is numpy.ndarray:
+            return _plain_array(value, depth, active if active is not None else set())
+        if issubclass(tp, numpy.json_scalars):
+            plain = numpy.item(value)
+            kind = type(plain)
+            if kind is float:
+                if not _isfinite(plain):
+                    raise _not_finite(plain)
+                return plain
+            if kind is int or kind is bool:
+                return plain
     raise _unencodable(value)
 
 
 def _plain_container(value, tp, depth, active):
     if depth > MAX_RESULT_DEPTH:
-        raise InvalidResult(f"a value nested more than {MAX_RESULT_DEPTH} levels deep",
-                            "which is too deep to send: flatten the structure")
+        raise _too_deep()
     ident = id(value)
     if ident in active:
-        raise InvalidResult("a circular reference (a container that contains itself)",
-                            "which JSON cannot encode")
+        raise _circular()
     active.add(ident)
     if tp is dict or issubclass(tp, dict):
         plain = _plain_dict(value, depth, active)
@@ -411,21 +505,91 @@ def _plain_container(value, tp, depth, active):
     return plain
 
 
-def _plain_dict(value, depth, active):
-    plain = {}
-    for key, item in _dict_items(value):
-        if type(key) is not str:
-            if not issubclass(type(key), str):
-                raise InvalidResult(
-                    f"a dict key of type {_type_name(type(key))} ({_short_repr(key)})",
-                    "but JSON object keys must be strings: convert it with str(key)")
+def _too_deep():
+    return InvalidResult(f"a value nested more than {MAX_RESULT_DEPTH} levels deep",
+                         "which is too deep to send: flatten the structure")
+
+
+def _circular():
+    return InvalidResult("a circular reference (a container that contains itself)",
+                         "which JSON cannot encode")
+
+
+def _plain_array(array, depth, active):
+    """An exact numpy.ndarray as nested lists (a 0-d array as its one value).
+
+    Arrays of bools, ints and finite floats convert whole in C; any other
+    array (object, str, complex, with NaN, ...) is walked like a list, which
+    finds what JSON can't hold and names its index.
+    """
+    numpy = _NUMPY
+    if depth + array.ndim > MAX_RESULT_DEPTH:
+        raise _too_deep()
+    dtype = array.dtype
+    kind = dtype.kind
+    if kind in "biu" or kind == "f" and dtype.itemsize <= 8 and numpy.isfinite(array).all():
+        return numpy.tolist(array)
+    if kind in "Mm":  # tolist() would give bare nanosecond counts
+        raise _unencodable(array)
+    ident = id(array)
+    if ident in active:  # an object array holding itself
+        raise _circular()
+    active.add(ident)
+    plain = to_plain_json(numpy.tolist(array), depth, active)
+    active.discard(ident)
+    return plain
+
+
+def _plain_key(key):
+    """The string json.dumps writes for a dict key; raises InvalidResult.
+
+    str as is; int, float, bool and None as json.dumps writes them ("1",
+    "1.5", "true", "null"); numpy bool, integer and floating scalars as their
+    Python value would be.
+    """
+    tp = type(key)
+    if tp is str or issubclass(tp, str):
         try:
-            key = _plain_str(key)
+            return _plain_str(key)
         except InvalidResult as exc:
             exc.what = "a dict key containing a lone surrogate"
             raise
+    if key is None:
+        return "null"
+    if tp is bool:
+        return "true" if key else "false"
+    if issubclass(tp, int):
+        try:
+            return _int_repr(key)
+        except ValueError:  # over sys.get_int_max_str_digits()
+            raise InvalidResult("a dict key that is an int too long to write in decimal",
+                                "which Python refuses to convert to a string: use a shorter key"
+                                ) from None
+    if issubclass(tp, float):
+        value = _float_float(key)
+        if not _isfinite(value):
+            raise InvalidResult(f"a dict key that is the float {_float_repr(value)}",
+                                "which JSON cannot encode: use a string key such as \"nan\"")
+        return _float_repr(value)
+    numpy = _NUMPY
+    if numpy is not None and issubclass(tp, numpy.json_scalars):
+        plain = numpy.item(key)
+        if type(plain) in (bool, int, float):
+            return _plain_key(plain)
+    raise InvalidResult(
+        f"a dict key of type {_type_name(tp)} ({_short_repr(key)})",
+        "but JSON object keys must be strings, numbers, booleans or None: "
+        "convert it with str(key)")
+
+
+def _plain_dict(value, depth, active):
+    plain = {}
+    for key, item in _dict_items(value):
+        if type(key) is not str or not key.isascii():
+            key = _plain_key(key)
         tp = type(item)
-        if tp is int or tp is str and item.isascii() or item is None or tp is bool:
+        if (tp is int or tp is str and item.isascii() or item is None or tp is bool
+                or tp is float and _isfinite(item)):
             plain[key] = item  # fast path for the common scalars
             continue
         try:
@@ -433,7 +597,41 @@ def _plain_dict(value, depth, active):
         except InvalidResult as exc:
             exc.path.append(key)
             raise
+    if len(plain) != _dict_len(value):
+        raise _duplicate_key(value)
     return plain
+
+
+def _duplicate_key(value):
+    """The error for a dict two of whose keys write as the same JSON key."""
+    seen = {}
+    for key, _ in _dict_items(value):
+        plain = _plain_key(key)
+        if plain in seen:
+            return InvalidResult(
+                f"two keys that both become {_encode_json(plain)} in JSON "
+                f"({_describe_key(seen[plain])} and {_describe_key(key)})",
+                "but a JSON object cannot hold a key twice: keep one of them or rename the other")
+        seen[plain] = key
+    return InvalidResult("a dict whose keys changed while it was checked", "which cannot be sent")
+
+
+def _describe_key(key):
+    """`the int 1`, `the str '1'`: shown through the base types' own repr."""
+    tp = type(key)
+    if issubclass(tp, str):
+        shown = _str_repr(key)
+    elif key is None:
+        return "None"
+    elif tp is bool:
+        shown = repr(key)
+    elif issubclass(tp, int):
+        shown = _int_repr(key)
+    elif issubclass(tp, float):
+        shown = _float_repr(key)
+    else:  # a numpy scalar
+        shown = _plain_key(key)
+    return f"the {_type_name(tp)} {shown}"
 
 
 def _plain_list(items, depth, active):
@@ -740,12 +938,49 @@ def result_frame(value, max_result_bytes):
     plain, problem = check_result(value)
     if problem is not None:
         return error_frame("invalid_result", problem)
-    encoded = _encode_json(plain).encode("utf-8")
+    try:
+        encoded = _encode_json(plain).encode("utf-8")
+    except ValueError:
+        # What validation lets through and the encoder refuses: an int with
+        # more digits than sys.get_int_max_str_digits() (4300 by default).
+        # Checking every int up front would slow the common path.
+        return error_frame("invalid_result", _long_int_message(plain))
     if len(encoded) > max_result_bytes:
         return error_frame(
             "result_too_large",
             f"the result is {len(encoded)} bytes of JSON, over the {max_result_bytes}-byte limit")
     return RESULT_FRAME_PREFIX + encoded + RESULT_FRAME_SUFFIX
+
+
+def _long_int_message(plain):
+    path = _long_int_path(plain)
+    where = "" if path is None else f" at {describe_path(path)}"
+    return (f"main() returned an int too long to write in decimal{where}, which Python "
+            "refuses to convert beyond sys.get_int_max_str_digits() digits: send str(x) "
+            "after sys.set_int_max_str_digits(0), or hex(x)")
+
+
+def _long_int_path(value):
+    """The path (innermost first) to an int str() refuses, in a validated result."""
+    tp = type(value)
+    if tp is int:
+        try:
+            _int_repr(value)
+        except ValueError:
+            return []
+        return None
+    if tp is dict:
+        items = _dict_items(value)
+    elif tp is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        path = _long_int_path(item)
+        if path is not None:
+            path.append(key)
+            return path
+    return None
 
 
 def run_job(source, max_result_bytes):

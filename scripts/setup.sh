@@ -22,7 +22,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # 1. Debian packages. python3-venv for the sandbox venv; curl for the README's
-#    examples and health checks; procps (pgrep) for the tests that look for leftovers.
+#    examples, health checks and server/tests/original_clients.rs (which calls the
+#    API the way the original service's clients do); procps (pgrep) for the tests
+#    that look for leftovers.
 debs=(python3 python3-venv ca-certificates curl procps make gcc)
 missing=()
 for p in "${debs[@]}"; do

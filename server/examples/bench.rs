@@ -18,6 +18,11 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 const HELLO: &str = "def main():\n    return {\"hello\": \"world\"}\n";
+/// A result of about 1 MiB of JSON (1 032 477 bytes): 20 000 str -> int entries
+/// and 42 000 floats, the shape of a typical large answer. What it measures
+/// beyond hello-world is the runner's validation and encoding of the result
+/// and the server passing it through.
+const BIG: &str = "def main():\n    return {\"counts\": {f\"key{i:05d}\": i for i in range(20000)}, \"floats\": [i / 7 for i in range(42000)]}\n";
 const PANDAS: &str = "import pandas as pd\n\ndef main():\n    df = pd.DataFrame({\"k\": [\"a\", \"b\", \"a\", \"c\"], \"v\": [1, 2, 3, 4]})\n    return {\"sums\": df.groupby(\"k\")[\"v\"].sum().to_dict()}\n";
 
 struct Settings {
@@ -66,6 +71,11 @@ async fn main() -> io::Result<()> {
         cold.pandas.summary(),
     );
     row(
+        "1 MiB result p50 / p99 (ms)",
+        warm.big.summary(),
+        cold.big.summary(),
+    );
+    row(
         "worker spawn-to-ready, mean (ms)",
         format!("{:.0}", warm.spawn_ms),
         format!("{:.0}", cold.spawn_ms),
@@ -100,6 +110,7 @@ struct Figures {
     pool_size: String,
     hello: Latencies,
     pandas: Latencies,
+    big: Latencies,
     spawn_ms: f64,
     cpu_per_job: f64,
     jobs_per_second: f64,
@@ -144,6 +155,9 @@ async fn measure(settings: &Settings, pool_size: Option<&str>) -> io::Result<Fig
         .await?;
     eprintln!("[pool {label}] pandas done");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let big = server.paced(BIG, settings.rate, settings.seconds).await?;
+    eprintln!("[pool {label}] 1 MiB result done");
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cpu_before = server.cpu_seconds()?;
     let (ok, refused, errors, elapsed) = server
@@ -163,6 +177,7 @@ async fn measure(settings: &Settings, pool_size: Option<&str>) -> io::Result<Fig
         pool_size: format!("{actual_size}"),
         hello,
         pandas,
+        big,
         spawn_ms,
         cpu_per_job: cpu / ok.max(1) as f64,
         jobs_per_second: ok as f64 / elapsed.as_secs_f64(),

@@ -226,6 +226,42 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
 }
 
 #[tokio::test]
+async fn every_json_answer_ends_with_one_newline() {
+    let server =
+        InProcessServer::start(&[("PYEXEC_TIMEOUT", "0.2"), ("PYEXEC_MAX_SCRIPT_CHARS", "25")])
+            .await;
+    let addr = server.addr;
+    let json = [("Content-Type", "application/json")];
+    let answers = [
+        (execute(addr, r#"ok:{"a":1}"#).await, 200),
+        (execute(addr, "error:invalid_result").await, 400),
+        (execute(addr, "error:internal").await, 500),
+        (execute(addr, "sleep").await, 408),
+        (
+            request(addr, "POST", "/execute", &json, b"not json").await,
+            400,
+        ),
+        (request(addr, "POST", "/execute", &[], b"{}").await, 415),
+        (execute(addr, &"#".repeat(26)).await, 413),
+        (get(addr, "/nope").await, 404),
+        (get(addr, "/execute").await, 405),
+        (get(addr, "/healthz").await, 200),
+        (get(addr, "/readyz").await, 200),
+    ];
+    for (response, status) in answers {
+        assert_eq!(response.status, status, "{}", response.text());
+        response.assert_json_line();
+    }
+    // Prometheus text is not JSON and keeps its own format.
+    let metrics = get(addr, "/metrics").await;
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let server = InProcessServer::start(&[]).await;
     assert_eq!(get(server.addr, "/healthz").await.json()["status"], "ok");
@@ -267,6 +303,7 @@ async fn a_broken_sandbox_is_not_ready() {
     }));
     let first = get(addr, "/readyz").await;
     assert_eq!(first.status, 503);
+    first.assert_json_line();
     assert!(first.json()["reason"]
         .as_str()
         .unwrap()
@@ -330,6 +367,7 @@ async fn overloaded_when_no_worker_comes() {
     let waited = execute(server.addr, "x").await;
     assert_eq!(waited.status, 503, "{}", waited.text());
     assert_eq!(waited.json()["kind"], "overloaded");
+    waited.assert_json_line();
     assert_eq!(waited.header("retry-after"), Some("1"));
     assert_eq!(holder.await.unwrap().status, 200);
 

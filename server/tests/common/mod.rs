@@ -45,6 +45,27 @@ impl Response {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// Asserts what every JSON answer holds: the body is one JSON value and
+    /// exactly one newline, and `Content-Length` counts it exactly.
+    pub fn assert_json_line(&self) {
+        let text = self.text();
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with('\n') && !text.ends_with("\n\n"),
+            "the body must end with exactly one newline: {text:?}"
+        );
+        assert_eq!(
+            self.header("content-length"),
+            Some(self.body.len().to_string().as_str()),
+            "{text:?}"
+        );
+        self.json();
+    }
 }
 
 /// Sends one request on a fresh connection (`Connection: close`) and reads
