@@ -21,13 +21,15 @@
 //! - [`startup`]: the start-up sequence of the real server.
 //! - [`state`]: what the handlers share ([`AppState`]).
 //! - [`http`]: routing, handlers, and [`http::error::ApiError`] (the status table).
-//! - [`metrics`], [`pool_events`]: Prometheus registry; pool events into it.
+//! - [`kind`]: what can come of a request, for answers, metrics and logs alike.
+//! - [`metrics`], [`pool_events`]: Prometheus registry; pool and zygote events into it.
 //! - [`readiness`]: the `/readyz` rule.
 //! - [`logging`], [`request_id`], [`trace_context`]: log lines and what links them.
 //! - [`shutdown`]: the signal that starts the drain, and its phases.
 
 pub mod config;
 pub mod http;
+pub mod kind;
 pub mod logging;
 pub mod metrics;
 pub mod pool_events;

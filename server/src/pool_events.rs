@@ -8,7 +8,7 @@ use std::time::Duration;
 use pyexec_worker::fork::ZygoteObserver;
 use pyexec_worker::{JobReport, PoolObserver, SpawnError, Versions};
 
-use crate::http::error::Kind;
+use crate::kind::Kind;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
@@ -49,10 +49,7 @@ impl PoolObserver for PoolEvents {
     }
 
     fn job_finished(&self, report: &JobReport) {
-        let outcome = match &report.outcome {
-            Ok(_) => "ok",
-            Err(failure) => Kind::of_failure(failure).as_str(),
-        };
+        let outcome = Kind::outcome_of(&report.outcome);
         self.metrics.jobs.with_label_values(&[outcome]).inc();
         self.metrics
             .job_duration

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyexec_worker::{Pool, Sandbox};
 
 use crate::config::Config;
-use crate::http::error::Kind;
+use crate::kind::Kind;
 use crate::metrics::Metrics;
 use crate::pool_events::PoolEvents;
 use crate::readiness::Readiness;

@@ -3,134 +3,13 @@
 
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
-use pyexec_worker::{CheckoutError, JobFailure, ScriptErrorKind};
+use pyexec_worker::{CheckoutError, JobFailure};
 use serde::Serialize;
 
-use super::execute::ScriptOutput;
+use super::script_output::ScriptOutput;
 use super::{json_response, Body};
+pub use crate::kind::Kind;
 use crate::state::Limits;
-
-/// The machine-readable `kind` of an error body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    InvalidRequest,
-    UnsupportedMediaType,
-    ScriptTooLarge,
-    /// The client did not send its whole body within the body deadline.
-    RequestTimeout,
-    SyntaxError,
-    MissingMain,
-    ScriptException,
-    InvalidResult,
-    ResultTooLarge,
-    Timeout,
-    MemoryLimit,
-    WorkerExited,
-    /// The script wrote into the runner's result channel (or otherwise broke
-    /// the framing): the job's answer can't be trusted.
-    ProtocolViolation,
-    /// Fork mode: the zygote the job's process came from ended while the job
-    /// ran, taking the job with it. Not the script's fault; retry.
-    WorkerLost,
-    Overloaded,
-    /// The server is shutting down: a new job is refused, or a job still
-    /// running at the end of the grace period was stopped.
-    ShuttingDown,
-    NotFound,
-    MethodNotAllowed,
-    Internal,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 19] = [
-        Kind::InvalidRequest,
-        Kind::UnsupportedMediaType,
-        Kind::ScriptTooLarge,
-        Kind::RequestTimeout,
-        Kind::SyntaxError,
-        Kind::MissingMain,
-        Kind::ScriptException,
-        Kind::InvalidResult,
-        Kind::ResultTooLarge,
-        Kind::Timeout,
-        Kind::MemoryLimit,
-        Kind::WorkerExited,
-        Kind::ProtocolViolation,
-        Kind::WorkerLost,
-        Kind::Overloaded,
-        Kind::ShuttingDown,
-        Kind::NotFound,
-        Kind::MethodNotAllowed,
-        Kind::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::InvalidRequest => "invalid_request",
-            Kind::UnsupportedMediaType => "unsupported_media_type",
-            Kind::ScriptTooLarge => "script_too_large",
-            Kind::RequestTimeout => "request_timeout",
-            Kind::SyntaxError => "syntax_error",
-            Kind::MissingMain => "missing_main",
-            Kind::ScriptException => "script_exception",
-            Kind::InvalidResult => "invalid_result",
-            Kind::ResultTooLarge => "result_too_large",
-            Kind::Timeout => "timeout",
-            Kind::MemoryLimit => "memory_limit",
-            Kind::WorkerExited => "worker_exited",
-            Kind::ProtocolViolation => "protocol_violation",
-            Kind::WorkerLost => "worker_lost",
-            Kind::Overloaded => "overloaded",
-            Kind::ShuttingDown => "shutting_down",
-            Kind::NotFound => "not_found",
-            Kind::MethodNotAllowed => "method_not_allowed",
-            Kind::Internal => "internal",
-        }
-    }
-
-    /// Every `outcome` label of `pyexec_jobs_total`: "ok" and the kinds a job
-    /// that ran can fail with.
-    pub fn job_outcomes() -> Vec<&'static str> {
-        let failures = Kind::ALL.into_iter().filter(|k| {
-            !ApiError::new(*k, "").is_rejection()
-                && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed)
-        });
-        std::iter::once("ok")
-            .chain(failures.map(Kind::as_str))
-            .collect()
-    }
-
-    /// Every `reason` label of `pyexec_rejected_total`.
-    pub fn rejection_reasons() -> Vec<&'static str> {
-        Kind::ALL
-            .into_iter()
-            .filter(|k| ApiError::new(*k, "").is_rejection())
-            .map(Kind::as_str)
-            .collect()
-    }
-
-    /// The kind a failed job answers with; also its `pyexec_jobs_total` outcome.
-    pub fn of_failure(failure: &JobFailure) -> Kind {
-        match failure {
-            JobFailure::Script(error) => match error.kind {
-                ScriptErrorKind::SyntaxError => Kind::SyntaxError,
-                ScriptErrorKind::MissingMain => Kind::MissingMain,
-                ScriptErrorKind::ScriptException => Kind::ScriptException,
-                ScriptErrorKind::InvalidResult => Kind::InvalidResult,
-                ScriptErrorKind::ResultTooLarge => Kind::ResultTooLarge,
-                ScriptErrorKind::WorkerExited => Kind::WorkerExited,
-                ScriptErrorKind::MemoryLimit => Kind::MemoryLimit,
-                ScriptErrorKind::Internal => Kind::Internal,
-            },
-            JobFailure::Timeout => Kind::Timeout,
-            JobFailure::MemoryLimit => Kind::MemoryLimit,
-            JobFailure::Exited { .. } => Kind::WorkerExited,
-            JobFailure::Protocol(_) => Kind::ProtocolViolation,
-            JobFailure::Lost(_) => Kind::WorkerLost,
-            JobFailure::Sandbox(_) => Kind::Internal,
-        }
-    }
-}
 
 /// An error answer. `detail` is for the log only, never for the client.
 #[derive(Debug, Clone)]
@@ -324,16 +203,7 @@ impl ApiError {
     /// Whether this refused the request before any job ran (counted in
     /// `pyexec_rejected_total`).
     pub fn is_rejection(&self) -> bool {
-        !self.job_ran
-            && matches!(
-                self.kind,
-                Kind::InvalidRequest
-                    | Kind::UnsupportedMediaType
-                    | Kind::ScriptTooLarge
-                    | Kind::RequestTimeout
-                    | Kind::Overloaded
-                    | Kind::ShuttingDown
-            )
+        !self.job_ran && self.kind.refuses()
     }
 
     pub fn into_response(self) -> Response<Body> {
@@ -387,6 +257,7 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use pyexec_worker::ScriptError;
+    use pyexec_worker::ScriptErrorKind;
     use std::time::Duration;
 
     #[test]

@@ -3,45 +3,24 @@
 //! per job.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::{Body as _, Incoming};
 use hyper::header::CONTENT_TYPE;
 use hyper::{HeaderMap, Request, Response, StatusCode};
-use pyexec_worker::{Job, JobReport, Sandbox};
+use pyexec_worker::{Job, Sandbox};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, Kind};
+use super::error::ApiError;
+use super::script_output::{millis, ScriptOutput};
 use super::{json_response, Body};
+use crate::kind::Kind;
 use crate::state::{AppState, Limits};
-
-/// What a script printed and how long it ran: part of every answer from a
-/// job that ran, successful or not.
-#[derive(Debug, Clone, Serialize)]
-pub struct ScriptOutput {
-    pub stdout: String,
-    pub stderr: String,
-    pub stdout_truncated: bool,
-    pub stderr_truncated: bool,
-    pub duration_ms: f64,
-}
-
-impl ScriptOutput {
-    fn of(report: &JobReport) -> ScriptOutput {
-        ScriptOutput {
-            stdout: report.stdout.text(),
-            stderr: report.stderr.text(),
-            stdout_truncated: report.stdout.truncated,
-            stderr_truncated: report.stderr.truncated,
-            duration_ms: millis(report.run_time),
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct Success<'a> {
@@ -118,10 +97,7 @@ async fn execute<S: Sandbox>(
     abandoned.armed = false;
 
     let output = ScriptOutput::of(&report);
-    let outcome = match &report.outcome {
-        Ok(_) => "ok",
-        Err(failure) => Kind::of_failure(failure).as_str(),
-    };
+    let outcome = Kind::outcome_of(&report.outcome);
     // Never the script or its output: only what identifies and measures it.
     tracing::info!(
         outcome,
@@ -299,11 +275,6 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Milliseconds with microsecond precision: sub-millisecond jobs are common.
-fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -312,6 +283,7 @@ fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+    use std::time::Duration;
 
     fn limits() -> Limits {
         Limits {

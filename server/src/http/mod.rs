@@ -6,6 +6,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod router;
+pub mod script_output;
 
 use bytes::Bytes;
 use http_body_util::Full;

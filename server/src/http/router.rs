@@ -12,8 +12,9 @@ use pyexec_worker::Sandbox;
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::error::{ApiError, Kind};
+use super::error::ApiError;
 use super::{execute, health, Body};
+use crate::kind::Kind;
 use crate::request_id;
 use crate::state::AppState;
 use crate::trace_context::TraceContext;
