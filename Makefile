@@ -25,8 +25,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# The workspace's tests (unit, pool, both real sandboxes), whose end-to-end
+# suites run the real server in fork mode (the default), then those suites
+# again in spawn mode.
 test-rust:
 	$(CARGO) test --locked --workspace
+	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --tests
 
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
