@@ -191,13 +191,21 @@ pub static MAX_JOBS: Var<usize> = Var {
     parse: |s| number(s, "a positive number of jobs", |n| *n > 0),
 };
 
+/// Spawn mode: a spawn is a quarter of a CPU-second, so one per core keeps
+/// refilling from starving running jobs. Fork mode: a fork costs a few
+/// CPU-milliseconds but about 5 ms of waiting (the zygote, the child sealing
+/// itself, cgroup writes), so more in flight keep the pool full at hundreds
+/// of jobs a second.
 pub static MAX_PARALLEL_SPAWNS: Var<usize> = Var {
     name: "PYEXEC_MAX_PARALLEL_SPAWNS",
     default: DefaultValue::Derived {
-        shown: "CPUs",
-        derive: |m| m.cpus.max(1),
+        shown: "fork: 4 × CPUs; spawn: CPUs",
+        derive: |m| match m.isolation {
+            Isolation::Fork => 4 * m.cpus.max(1),
+            Isolation::Spawn => m.cpus.max(1),
+        },
     },
-    meaning: "worker spawns running at once, so refilling can't starve running jobs",
+    meaning: "workers being made at once, so refilling can't starve running jobs",
     parse: |s| number(s, "a positive number of spawns", |n| *n > 0),
 };
 
@@ -810,7 +818,7 @@ mod tests {
         assert_eq!(c.queue_max, 64);
         assert_eq!(c.queue_timeout, Duration::from_secs(5));
         assert_eq!(c.max_jobs, 8);
-        assert_eq!(c.max_parallel_spawns, 2);
+        assert_eq!(c.max_parallel_spawns, 8);
         assert_eq!(c.zygote_max_forks, 10_000);
         assert_eq!(c.zygote_max_age, Duration::from_secs(600));
         assert_eq!(c.nsjail, PathBuf::from("/opt/pyexec/bin/nsjail"));

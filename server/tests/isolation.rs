@@ -77,7 +77,12 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     assert_eq!(found["pid"], 1, "each job is PID 1 of its own namespace");
 
     let holder = holder.await.unwrap();
-    assert_eq!(holder.status, 200, "the holder was killed: {}", holder.text());
+    assert_eq!(
+        holder.status,
+        200,
+        "the holder was killed: {}",
+        holder.text()
+    );
     let held = &holder.json()["result"];
     assert_eq!(held["accepted"], 0, "{held}");
     assert_eq!(
@@ -156,7 +161,11 @@ async fn a_zygote_killed_from_outside_is_replaced_and_its_jobs_answered() {
     assert_eq!(next.status, 200, "{}", next.text());
     let metrics = scrape(server.addr).await;
     assert_eq!(
-        sample(&metrics, "pyexec_zygote_starts_total", &[("reason", "died")]),
+        sample(
+            &metrics,
+            "pyexec_zygote_starts_total",
+            &[("reason", "died")]
+        ),
         1.0
     );
     assert_eq!(sample(&metrics, "pyexec_zygote_generation", &[]), 2.0);
@@ -168,35 +177,40 @@ async fn a_zygote_is_recycled_after_its_forks_without_a_failed_job() {
     if isolation() != "fork" {
         return; // Spawn mode has no zygote.
     }
-    let server = TestServer::start(&[
-        ("PYEXEC_POOL_SIZE", "2"),
-        ("PYEXEC_ZYGOTE_MAX_FORKS", "4"),
-    ])
-    .await;
+    let server =
+        TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_ZYGOTE_MAX_FORKS", "4")]).await;
     let hash = "def main():\n    return {'hash': hash('pyexec')}\n";
     let mut hashes = std::collections::BTreeSet::new();
-    let mut run_jobs = async |n: usize| {
-        for _ in 0..n {
-            let response = execute(server.addr, hash).await;
-            assert_eq!(response.status, 200, "{}", response.text());
-            hashes.insert(response.json()["result"]["hash"].as_i64().unwrap());
-        }
-    };
-    run_jobs(6).await;
+    for _ in 0..6 {
+        hashes.insert(job_hash(server.addr, hash).await);
+    }
     // The successor starts in the background; no request waits for it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = scrape(server.addr).await;
-        if sample(&metrics, "pyexec_zygote_starts_total", &[("reason", "recycled")]) >= 1.0 {
+        if sample(
+            &metrics,
+            "pyexec_zygote_starts_total",
+            &[("reason", "recycled")],
+        ) >= 1.0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no zygote was recycled");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The workers pre-forked by the old zygote are used up first.
-    run_jobs(6).await;
+    for _ in 0..6 {
+        hashes.insert(job_hash(server.addr, hash).await);
+    }
     assert!(
         hashes.len() >= 2,
         "a fresh zygote brings a fresh hash secret: {hashes:?}"
     );
+}
+
+async fn job_hash(addr: std::net::SocketAddr, script: &str) -> i64 {
+    let response = execute(addr, script).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["result"]["hash"].as_i64().unwrap()
 }

@@ -96,10 +96,8 @@ fn broken_policy(name: &str, edit: impl Fn(&str) -> String) -> std::path::PathBu
     let policy = std::fs::read_to_string(common::repo_root().join("nsjail.cfg")).unwrap();
     let broken = edit(&policy);
     assert_ne!(broken, policy, "the edit for {name} changed nothing");
-    let path = std::env::temp_dir().join(format!(
-        "pyexec-broken-{name}-{}.cfg",
-        std::process::id()
-    ));
+    let path =
+        std::env::temp_dir().join(format!("pyexec-broken-{name}-{}.cfg", std::process::id()));
     std::fs::write(&path, broken).unwrap();
     path
 }
@@ -164,8 +162,14 @@ async fn without_a_network_namespace_it_refuses() {
 
 #[tokio::test]
 async fn with_proc_mounted_it_refuses() {
-    let cfg = broken_policy("proc", |p| p.replace("mount_proc: false", "mount_proc: true"));
-    refuses_naming(&[("PYEXEC_NSJAIL_CONFIG", cfg.to_str().unwrap())], "no /proc").await;
+    let cfg = broken_policy("proc", |p| {
+        p.replace("mount_proc: false", "mount_proc: true")
+    });
+    refuses_naming(
+        &[("PYEXEC_NSJAIL_CONFIG", cfg.to_str().unwrap())],
+        "no /proc",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -208,7 +212,8 @@ async fn without_the_jobs_own_filter_it_refuses() {
     let runner = std::env::temp_dir().join(format!("pyexec-nofilter-{}", std::process::id()));
     std::fs::create_dir_all(&runner).unwrap();
     for file in ["runner.py", "zygote.py", "confine.py"] {
-        let mut text = std::fs::read_to_string(common::repo_root().join("python").join(file)).unwrap();
+        let mut text =
+            std::fs::read_to_string(common::repo_root().join("python").join(file)).unwrap();
         if file == "confine.py" {
             let sealed = "    install_job_filter()\n";
             assert!(text.contains(sealed));
@@ -216,11 +221,7 @@ async fn without_the_jobs_own_filter_it_refuses() {
         }
         std::fs::write(runner.join(file), text).unwrap();
     }
-    std::fs::set_permissions(
-        &runner,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&runner, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     refuses_naming(
         &[("PYEXEC_RUNNER_DIR", runner.to_str().unwrap())],
         "job seccomp filter",
