@@ -71,21 +71,30 @@ class FilterProgramTest(unittest.TestCase):
         self.assertEqual(last_codes, [0x06] * 4)
 
 
+# x86_64 numbers, written out here rather than taken from confine.py, so that
+# a wrong or missing entry there fails this test.
+MUST_BE_REFUSED = {
+    "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166, "unshare": 272,
+    "setns": 308, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+    "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
+}
+
+
 class SealTest(unittest.TestCase):
     def test_namespace_and_mount_calls_are_refused(self):
         refused = in_sealed_child(lambda: {
             name: syscall_errno(number, 0, 0, 0, 0, 0)
-            for name, number in confine.REFUSED_SYSCALLS.items()
+            for name, number in MUST_BE_REFUSED.items()
         })
         for name, code in refused.items():
             self.assertEqual(code, errno.EPERM, f"{name} gave {errno.errorcode.get(code, code)}")
 
     def test_clone_with_namespace_flags_is_refused_and_clone3_is_enosys(self):
         codes = in_sealed_child(lambda: {
-            "clone_newuser": syscall_errno(confine.SYS_CLONE, confine.CLONE_NEWUSER | 17, 0, 0, 0, 0),
-            "clone_newnet": syscall_errno(confine.SYS_CLONE, confine.CLONE_NEWNET | 17, 0, 0, 0, 0),
-            "clone3": syscall_errno(confine.SYS_CLONE3, 0, 0),
-            "x32_getpid": syscall_errno(confine.X32_SYSCALL_BIT | 39),
+            "clone_newuser": syscall_errno(56, 0x10000000 | 17, 0, 0, 0, 0),
+            "clone_newnet": syscall_errno(56, 0x40000000 | 17, 0, 0, 0, 0),
+            "clone3": syscall_errno(435, 0, 0),
+            "x32_getpid": syscall_errno(0x40000000 | 39),
         })
         self.assertEqual(codes, {"clone_newuser": errno.EPERM, "clone_newnet": errno.EPERM,
                                  "clone3": errno.ENOSYS, "x32_getpid": errno.EPERM})
