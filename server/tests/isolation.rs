@@ -214,3 +214,96 @@ async fn job_hash(addr: std::net::SocketAddr, script: &str) -> i64 {
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()["result"]["hash"].as_i64().unwrap()
 }
+
+/// A real spawn that never finishes: the zygote is stopped (SIGSTOP), so the
+/// forks the pool asks for hang. SIGTERM must still end the server within
+/// the grace period plus one second, leaving no process and no cgroup.
+#[tokio::test]
+async fn sigterm_during_spawns_that_hang_exits_within_the_grace() {
+    if isolation() != "fork" {
+        return; // Spawn mode's spawns can't be made to hang from outside.
+    }
+    let grace = Duration::from_secs(1);
+    let mut server =
+        TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SHUTDOWN_GRACE", "1")]).await;
+    let zygote = zygote_pid(server.pid()).expect("a live zygote");
+    let stop = |signal| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote), signal).unwrap();
+    };
+    stop(nix::sys::signal::Signal::SIGSTOP);
+    // Use up the warm workers: their replacements hang in the stopped zygote.
+    for _ in 0..2 {
+        let response = execute(server.addr, "def main():\n    return {}\n").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let metrics = scrape(server.addr).await;
+    assert!(
+        sample(&metrics, "pyexec_workers", &[("state", "spawning")]) >= 1.0,
+        "no spawn in flight"
+    );
+    let processes = sandbox_processes(server.pid());
+    let signalled = Instant::now();
+    server.sigterm();
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("pyexec exits after SIGTERM");
+    let exited = signalled.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(
+        exited <= grace + Duration::from_secs(1),
+        "exit {exited:?} after SIGTERM, over the grace period + 1 s"
+    );
+    // A stopped process still dies of SIGKILL; the kernel takes a moment to
+    // tear down the zygote's pid namespace after the server is gone.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let alive = || {
+        processes
+            .iter()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .count()
+    };
+    while alive() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} processes of the sandbox outlived the server by 2 s",
+            alive()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let root = cgroup_root(server.pid()).unwrap();
+    assert!(!root.exists(), "{} was left behind", root.display());
+}
+
+/// The server's cgroup root in the pids (v1) or unified (v2) hierarchy.
+fn cgroup_root(server: u32) -> Option<std::path::PathBuf> {
+    let base = std::path::Path::new("/sys/fs/cgroup");
+    Some(if base.join("cgroup.controllers").exists() {
+        base.join("pyexec").join(server.to_string())
+    } else {
+        base.join("pids/pyexec").join(server.to_string())
+    })
+}
+
+/// Every process in the server's cgroups.
+fn sandbox_processes(server: u32) -> Vec<i32> {
+    fn walk(dir: &std::path::Path, into: &mut Vec<i32>) {
+        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            into.extend(
+                procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), into);
+            }
+        }
+    }
+    let mut processes = Vec::new();
+    if let Some(root) = cgroup_root(server) {
+        walk(&root, &mut processes);
+    }
+    processes
+}
