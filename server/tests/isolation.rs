@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{execute, get, isolation, sample, scrape, TestServer};
+use common::{cgroups, execute, get, isolation, sample, scrape, TestServer};
 
 /// Job A holds things another job could reach if the walls between jobs were
 /// missing: files in /tmp and /dev/shm, a file in its working directory, an
@@ -92,31 +92,14 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     );
 }
 
+/// The host pid of the newest zygote (the python process in its cgroup,
+/// beside nsjail).
 fn zygote_pid(server: u32) -> Option<i32> {
-    // The zygote's cgroup holds nsjail and the zygote itself; the zygote is
-    // the python process.
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let dir = if root.join("cgroup.controllers").exists() {
-        root.join("pyexec").join(server.to_string())
-    } else {
-        root.join("pids/pyexec").join(server.to_string())
-    };
-    let mut zygotes: Vec<_> = std::fs::read_dir(&dir)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('z'))
-        .map(|e| e.path())
-        .collect();
-    zygotes.sort();
-    let newest = zygotes.last()?;
-    std::fs::read_to_string(newest.join("cgroup.procs"))
-        .ok()?
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-        .find(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| comm.trim().starts_with("python"))
-        })
+    let newest = cgroups::zygotes(server).pop()?;
+    cgroups::processes_in(&newest).into_iter().find(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim().starts_with("python"))
+    })
 }
 
 #[tokio::test]
@@ -241,7 +224,7 @@ async fn sigterm_during_spawns_that_hang_exits_within_the_grace() {
         sample(&metrics, "pyexec_workers", &[("state", "spawning")]) >= 1.0,
         "no spawn in flight"
     );
-    let processes = sandbox_processes(server.pid());
+    let processes = cgroups::processes(server.pid());
     let signalled = Instant::now();
     server.sigterm();
     let status = server
@@ -271,39 +254,7 @@ async fn sigterm_during_spawns_that_hang_exits_within_the_grace() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let root = cgroup_root(server.pid()).unwrap();
-    assert!(!root.exists(), "{} was left behind", root.display());
-}
-
-/// The server's cgroup root in the pids (v1) or unified (v2) hierarchy.
-fn cgroup_root(server: u32) -> Option<std::path::PathBuf> {
-    let base = std::path::Path::new("/sys/fs/cgroup");
-    Some(if base.join("cgroup.controllers").exists() {
-        base.join("pyexec").join(server.to_string())
-    } else {
-        base.join("pids/pyexec").join(server.to_string())
-    })
-}
-
-/// Every process in the server's cgroups.
-fn sandbox_processes(server: u32) -> Vec<i32> {
-    fn walk(dir: &std::path::Path, into: &mut Vec<i32>) {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            into.extend(
-                procs
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&entry.path(), into);
-            }
-        }
+    for root in cgroups::roots(server.pid()) {
+        assert!(!root.exists(), "{} was left behind", root.display());
     }
-    let mut processes = Vec::new();
-    if let Some(root) = cgroup_root(server) {
-        walk(&root, &mut processes);
-    }
-    processes
 }
