@@ -747,7 +747,9 @@ class Job:
             nspid = read_text(f"/proc/{self.host_pid}/status")
             nspid = next((line.split()[1:] for line in nspid.splitlines()
                           if line.startswith("NSpid:")), [])
-            if len(nspid) < 2 or nspid[-2] != str(self.jail_pid):
+            # As the server checks it: the pid one level below the host's is
+            # the one the zygote reported.
+            if len(nspid) < 2 or nspid[1] != str(self.jail_pid):
                 raise ProbeError(f"the ready frame came from host pid {self.host_pid} "
                                  f"(NSpid {nspid}), not the zygote's child {self.jail_pid}")
             self.facts["before_move_cgroup_memory"] = outside_view(
@@ -764,6 +766,9 @@ class Job:
         self.socket.setblocking(True)
         try:
             self.socket.sendall(len(frame).to_bytes(4, "big") + frame)
+        except OSError as exc:
+            self.facts["send_failed"] = f"the job could not be sent: {exc}"
+            return
         finally:
             self.socket.setblocking(False)
         self.sent_at = now()

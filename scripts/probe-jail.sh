@@ -152,7 +152,7 @@ show() { # context for a failure
   sed 's/^/      out| /' "$R/out" 2>/dev/null | head -15
   sed 's/^/      err| /' "$R/err" 2>/dev/null | tail -8
   grep -vE 'Mount: |Symlink: |map: |Jail parameters' "$R/log" 2>/dev/null | sed 's/^/      log| /' | tail -6
-  grep -E '^(rc|exit|start_failed|timed_out|end|kill_reason) ' "$R/facts" 2>/dev/null | sed 's/^/      fact| /'
+  grep -E '^(rc|exit|start_failed|send_failed|timed_out|end|kill_reason) ' "$R/facts" 2>/dev/null | sed 's/^/      fact| /'
   return 0
 }
 mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%d MiB", b / 1048576; else print b }'; }
@@ -626,21 +626,13 @@ EOF
   local ratio; ratio=$(grep -oE 'ratio=[0-9.]+' "$R/out" | cut -d= -f2)
   local throttled periods
   throttled=$(fact cg_cpu_nr_throttled); periods=$(fact cg_cpu_nr_periods)
+  # Throttling needs the burners to reach the quota, which other load on a
+  # shared machine can prevent: a measurement, not a check.
   info "2 burners for 2 s: $(line '^CPU'); throttled in $throttled of $periods periods"
   # The kernel counts bandwidth periods only for a cgroup that has a quota.
   check "the kernel enforces a CPU quota on the job's cgroup ($periods bandwidth periods counted)" \
     eval '[ "${periods:-0}" -gt 0 ] 2>/dev/null'
   check "2 CPU burners get at most ~1 CPU (ratio ${ratio:-?})" awk -v r="${ratio:-9}" 'BEGIN { exit !(r <= 1.15) }'
-  # On a shared machine other load may keep the burners under the quota;
-  # then this run proves nothing about it (but the limit's value is checked
-  # in basics). An idle machine without the quota fails here.
-  if [ "${throttled:-0}" -gt 0 ] 2>/dev/null; then
-    pass "the CPU quota throttled them ($throttled periods)"
-  elif awk -v r="${ratio:-9}" 'BEGIN { exit !(r < 0.9) }'; then
-    info "the host was too busy for the burners to reach the quota (ratio $ratio, no throttling): not proven by this run"
-  else
-    fail "the CPU quota throttled them (no throttled period, ratio ${ratio:-?})"
-  fi
 }
 
 # ================================================================ exits
@@ -750,7 +742,7 @@ def kill(pid, sig):
         os.kill(pid, sig); return "OK"
     except OSError as e:
         return errno.errorcode[e.errno]
-print("SEES", [pid for pid in range(2, 1000) if kill(pid, 0) != "ESRCH"])
+print("SEES", [pid for pid in range(2, 1 << 16) if kill(pid, 0) != "ESRCH"])
 print("KILLALL", kill(-1, 9))
 print("KILLGROUP", kill(0, 9))
 print("SESSION", os.getsid(0), "GROUP", os.getpgid(0))
@@ -759,7 +751,7 @@ EOF
   drive pair a=kill-a b=kill-b
   A=$(dir_of kill-a); B=$(dir_of kill-b); R=$A
   info "the first child: kill(-1, 9) -> $(line '^KILLALL'), kill(0, 9) -> $(line '^KILLGROUP'); session and group $(line '^SESSION')"
-  check "a child sees no process but itself (kill(pid, 0) for 2..999: $(line '^SEES'))" has '^SEES \[\]$'
+  check "a child sees no process but itself (kill(pid, 0) for 2..65535: $(line '^SEES'))" has '^SEES \[\]$'
   R=$B
   check "kill(-1, 9) and kill(0, 9) from one child leave a waiting second child alive" \
     eval 'is alive_before_job 1 && answered && has "^ALIVE$"'
