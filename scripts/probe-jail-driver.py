@@ -176,13 +176,15 @@ def enable_controllers(directory):
         write_text(f"{directory}/cgroup.subtree_control", " ".join("+" + c for c in wanted))
     except OSError as exc:
         procs = read_text(f"{directory}/cgroup.procs").split()
-        own = read_text("/proc/self/cgroup").strip()
+        own = next((line[3:] for line in read_text("/proc/self/cgroup").splitlines()
+                    if line.startswith("0::")), "?")
+        among = " (this probe among them)" if {PROBE_PID, str(os.getpid())} & set(procs) else ""
         if procs and exc.errno == errno.EBUSY:
             raise ProbeError(
                 f"cannot enable {' '.join(wanted)} in {directory}/cgroup.subtree_control: "
-                f"EBUSY, because that cgroup holds {len(procs)} process(es) "
+                f"EBUSY, because that cgroup holds {len(procs)} process(es){among} "
                 f"({' '.join(procs[:8])}{' ...' if len(procs) > 8 else ''}; this probe's "
-                f"cgroup is {own!r}). cgroup v2 lets a cgroup other than the root hand "
+                f"cgroup is {own}). cgroup v2 lets a cgroup other than the root hand "
                 "controllers to its children only while it holds no process itself (the "
                 "no-internal-processes rule); this is the case in a container or under a "
                 "cgroup namespace. Move those processes into a leaf cgroup first (the server "
@@ -190,8 +192,8 @@ def enable_controllers(directory):
                 "probe does not move them itself.") from None
         raise ProbeError(
             f"cannot enable {' '.join(wanted)} in {directory}/cgroup.subtree_control: "
-            f"{exc.strerror} (the cgroup holds {len(procs)} process(es); "
-            f"this probe's cgroup is {own!r})") from None
+            f"{exc.strerror} (the cgroup holds {len(procs)} process(es){among}; "
+            f"this probe's cgroup is {own})") from None
 
 
 class JobCgroup:

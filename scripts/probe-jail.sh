@@ -42,6 +42,9 @@ MODES=${MODES:-spawn fork}
 HOSTPY=/usr/bin/python3   # the driver runs on the host side, stdlib only
 
 if [ "$(id -u)" -ne 0 ]; then echo "probe-jail: run as root" >&2; exit 2; fi
+for m in $MODES; do
+  case $m in spawn|fork) ;; *) echo "probe-jail: MODES: unknown mode '$m' (spawn, fork)" >&2; exit 2 ;; esac
+done
 for f in "$NSJAIL" "$VENV/bin/python3" "$CFG" "$HOSTPY" "$RUNNER_DIR/runner.py" \
          "$RUNNER_DIR/zygote.py" "$RUNNER_DIR/confine.py"; do
   [ -e "$f" ] || { echo "probe-jail: missing $f" >&2; exit 2; }
