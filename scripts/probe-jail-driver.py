@@ -146,6 +146,15 @@ class CgroupTree:
         enable_controllers(root)
         self.roots = [root]
 
+    def remove(self):
+        """Remove the probe's root and, if no other probe uses it, the parent."""
+        for root in self.roots:
+            for path in (root, os.path.dirname(root)):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    pass
+
     def relative(self, path):
         """A cgroup directory as /proc/<pid>/cgroup names it."""
         for mount in self.mounts:
@@ -918,6 +927,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     log = open(f"{WORK}/driver.log", "a")
     reply = sys.stdout
+    tree = None
     try:
         try:
             tree = CgroupTree()
@@ -941,7 +951,10 @@ def main():
                 answer = f"error {type(exc).__name__}: {exc}"
             print(" ".join(answer.splitlines()), file=reply, flush=True)
     finally:
+        # Also when the probe's shell is gone (end of input): nothing is left.
         end_all()
+        if tree is not None:
+            tree.remove()
 
 
 if __name__ == "__main__":
