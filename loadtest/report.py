@@ -145,7 +145,7 @@ def concurrent(r):
     key = "http_req_duration{scenario:concurrent,type:hello}"
     if not r.metric("spike", key):
         return None
-    n = r.count("spike", "http_reqs{scenario:concurrent}")
+    n = r.count("spike", "http_reqs{scenario:concurrent,type:hello}")
     shed = r.count("spike", "job_shed{scenario:concurrent}")
     return (f"{fmt_ms(r.value('spike', key, 'med'))} / {fmt_ms(r.value('spike', key, 'max'))}; "
             f"{shed} refused ({n} requests)")
