@@ -83,9 +83,9 @@ export function vusFor(ratePerSecond, worstSeconds, typicalSeconds) {
 }
 
 // The highest arrival rate a script asks of k6 (MAX_RATE, requests/s). k6 runs
-// on the cores it measures: here it costs about 0.3 CPU-ms per request, so
-// 400 req/s takes an eighth of a 2-core machine from the server under test, and
-// every request waiting in the queue holds one of MAX_VUS. A rate above it is
+// on the cores it measures: here it costs 0.3 to 0.8 CPU-ms per request, so
+// 400 req/s takes up to a sixth of a 2-core machine from the server under
+// test, and every request waiting in the queue holds one of MAX_VUS. A rate above it is
 // clamped, and the script says so.
 export const MAX_RATE = envNumber('MAX_RATE', 400);
 
