@@ -45,6 +45,8 @@ test-docker:
 bench: build
 	$(CARGO) run --release --locked -p pyexec-server --example bench
 
+# k6: smoke, capacity, load, stress and spike, fork and spawn mode side by
+# side, each against a fresh server (loadtest/README.md; MODES=fork for one).
 loadtest: build
 	bash loadtest/run.sh
 
