@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{execute, sample, scrape, TestServer};
+use common::{execute, sample, scaled, scrape, TestServer};
 use tokio::io::AsyncWriteExt;
 
 /// nsjail processes whose parent is `server`.
@@ -39,7 +39,7 @@ fn jails_of(server: u32) -> Vec<i32> {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -179,7 +179,7 @@ async fn a_client_disconnect_mid_job_frees_and_replaces_the_worker() {
     let started = Instant::now();
     let response = execute(addr, "def main():\n    return {'after': 'disconnect'}\n").await;
     assert_eq!(response.status, 200, "{}", response.text());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < scaled(Duration::from_secs(5)));
     eventually("the abandoned jail is gone", || {
         jails_of(server.pid()).len() == 1
     })
