@@ -204,6 +204,14 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
     })
     .await;
     let jails = jails_of(pid);
+    let roots = server_cgroup_roots(pid);
+    for root in &roots {
+        assert!(
+            root.is_dir(),
+            "the server's cgroups are not at {}",
+            root.display()
+        );
+    }
     server.sigterm();
     let status = server
         .wait_exit(Duration::from_secs(15))
@@ -218,8 +226,21 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
             "nsjail {jail} outlived the server"
         );
     }
-    for controller in ["memory", "pids", "cpu"] {
-        let root = format!("/sys/fs/cgroup/{controller}/pyexec/{pid}");
-        assert!(!Path::new(&root).exists(), "{root} was left behind");
+    for root in roots {
+        assert!(!root.exists(), "{} was left behind", root.display());
+    }
+}
+
+/// Where the server `pid` makes its workers' cgroups (worker/src/cgroup.rs):
+/// one directory on cgroup v2, one per controller on v1.
+fn server_cgroup_roots(pid: u32) -> Vec<std::path::PathBuf> {
+    let mount = Path::new("/sys/fs/cgroup");
+    if mount.join("cgroup.controllers").exists() {
+        vec![mount.join("pyexec").join(pid.to_string())]
+    } else {
+        ["memory", "pids", "cpu"]
+            .iter()
+            .map(|c| mount.join(c).join("pyexec").join(pid.to_string()))
+            .collect()
     }
 }
