@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # probe-jail.sh: exercise nsjail.cfg for real and print PASS/FAIL per check.
 #
-# Run as root on a pyexec machine (Debian 12, cgroup v1). Exits non-zero if
-# any check FAILs. INFO lines are measurements, not checks.
+# Run as root on a pyexec machine (Debian 12; cgroup v1, or v2 as in the VM of
+# scripts/vm-test.sh). Exits non-zero if any check FAILs. INFO lines are
+# measurements, not checks.
 #
 # Every jail is started the way the server starts it:
 #   nsjail --config nsjail.cfg --bindmount_ro $VENV --bindmount_ro $DIR:/pyexec \
@@ -13,7 +14,8 @@
 # nsjail's log. /pyexec/runner.py is a small stand-in for the real runner: it
 # reads the code from fd 3 and exec()s it in __main__ with stdout/stderr on 4/5.
 #
-# Environment overrides: NSJAIL, VENV, CFG.
+# Environment overrides: NSJAIL, VENV, CFG; PROBE_SPAWNS (how many jails the
+# spawn-time measurement starts, default 10).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -41,11 +43,19 @@ WORK=$(mktemp -d /tmp/probe-jail.XXXXXX)
 chmod 755 "$WORK"          # the jail's uid (outside 65534) must read the bind source
 CG_NAME="probe-$$"
 CG_CTLS=(memory pids cpu)
+# The cgroups the server would make (worker/src/cgroup.rs): on v1 one per
+# controller, /sys/fs/cgroup/<controller>/pyexec/<name>; on v2 (a single
+# hierarchy) one, /sys/fs/cgroup/pyexec/<name>.
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  CG_V2=1; CG_BASES=(/sys/fs/cgroup)
+else
+  CG_V2=0; CG_BASES=("${CG_CTLS[@]/#//sys/fs/cgroup/}")
+fi
 made_parent=()
 cleanup() {
   local c d
-  for c in "${CG_CTLS[@]}"; do
-    d=/sys/fs/cgroup/$c/pyexec/$CG_NAME
+  for c in "${CG_BASES[@]}"; do
+    d=$c/pyexec/$CG_NAME
     if [ -d "$d" ]; then
       # anything left (it should not be) is killed before rmdir
       for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
@@ -141,7 +151,7 @@ srv.sendall(open(jobfile, "rb").read()); srv.shutdown(socket.SHUT_WR)
 bufs = {r4: b"", r5: b"", rlog: b""}
 open_fds = [r4, r5, rlog]
 first_ms = None; max_pids = 0; killed = False; child_uid = ""; kill_t = None
-pids_file = next((c + "/pids.current" for c in cgs if "/pids/" in c), None)
+pids_file = next((c + "/pids.current" for c in cgs if os.path.exists(c + "/pids.current")), None)
 deadline = t0 + opts["timeout"]
 while open_fds:
     now = time.monotonic()
@@ -444,40 +454,69 @@ check "setup failure: rc 255 and 'Couldn't launch the child process'" bash -c "[
 
 # ================================================================ 6. cgroups
 cg_dirs=()
-for c in "${CG_CTLS[@]}"; do
-  base=/sys/fs/cgroup/$c
-  [ -d "$base" ] || { fail "cgroup v1 controller $c mounted at $base"; continue; }
-  if [ ! -d "$base/pyexec" ]; then mkdir "$base/pyexec" && made_parent+=("$base/pyexec"); fi
-  mkdir "$base/pyexec/$CG_NAME" && cg_dirs+=("$base/pyexec/$CG_NAME")
-done
-MEM=/sys/fs/cgroup/memory/pyexec/$CG_NAME
-PIDS=/sys/fs/cgroup/pids/pyexec/$CG_NAME
-CPU=/sys/fs/cgroup/cpu/pyexec/$CG_NAME
-echo $((256 * 1024 * 1024)) > "$MEM/memory.limit_in_bytes"
-echo 129 > "$PIDS/pids.max"        # 1 for nsjail itself + 128 for the job
-echo 100000 > "$CPU/cpu.cfs_period_us"
-echo 100000 > "$CPU/cpu.cfs_quota_us"
+if [ "$CG_V2" = 1 ]; then
+  # The controllers must be enabled for the children of the root and of
+  # pyexec/ ("no internal processes": neither may hold a process).
+  for d in /sys/fs/cgroup /sys/fs/cgroup/pyexec; do
+    if [ ! -d "$d" ]; then mkdir "$d" && made_parent+=("$d"); fi
+    echo "+memory +pids +cpu" > "$d/cgroup.subtree_control" \
+      || fail "enable memory, pids, cpu in $d/cgroup.subtree_control"
+  done
+  mkdir "/sys/fs/cgroup/pyexec/$CG_NAME" && cg_dirs+=("/sys/fs/cgroup/pyexec/$CG_NAME")
+  MEM=/sys/fs/cgroup/pyexec/$CG_NAME PIDS=$MEM CPU=$MEM
+  echo $((256 * 1024 * 1024)) > "$MEM/memory.max"
+  [ -f "$MEM/memory.swap.max" ] && echo 0 > "$MEM/memory.swap.max"
+  echo 129 > "$PIDS/pids.max"        # 1 for nsjail itself + 128 for the job
+  echo "100000 100000" > "$CPU/cpu.max"
+  # v2 counters: memory.events (oom_kill; max = times the limit was hit),
+  # memory.peak (since the cgroup was made: it cannot be reset on 6.1).
+  events() { awk -v k="$1" '$1 == k { print $2 }' "$MEM/memory.events"; }
+  oom_kills() { events oom_kill; }
+  limit_hits() { events max; }
+  peak_bytes() { cat "$MEM/memory.peak" 2>/dev/null || echo 0; }
+  memstat() { printf 'memory.events: %s; peak=%s limit=%s' "$(tr '\n' ' ' < "$MEM/memory.events")" \
+    "$(peak_bytes)" "$(cat "$MEM/memory.max")"; }
+  memreset() { echo 0 > "$MEM/memory.peak" 2>/dev/null || true; }
+else
+  for c in "${CG_CTLS[@]}"; do
+    base=/sys/fs/cgroup/$c
+    [ -d "$base" ] || { fail "cgroup v1 controller $c mounted at $base"; continue; }
+    if [ ! -d "$base/pyexec" ]; then mkdir "$base/pyexec" && made_parent+=("$base/pyexec"); fi
+    mkdir "$base/pyexec/$CG_NAME" && cg_dirs+=("$base/pyexec/$CG_NAME")
+  done
+  MEM=/sys/fs/cgroup/memory/pyexec/$CG_NAME
+  PIDS=/sys/fs/cgroup/pids/pyexec/$CG_NAME
+  CPU=/sys/fs/cgroup/cpu/pyexec/$CG_NAME
+  echo $((256 * 1024 * 1024)) > "$MEM/memory.limit_in_bytes"
+  echo 129 > "$PIDS/pids.max"        # 1 for nsjail itself + 128 for the job
+  echo 100000 > "$CPU/cpu.cfs_period_us"
+  echo 100000 > "$CPU/cpu.cfs_quota_us"
+  oom_kills() { awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control"; }
+  limit_hits() { cat "$MEM/memory.failcnt"; }
+  peak_bytes() { cat "$MEM/memory.max_usage_in_bytes"; }
+  memstat() { printf 'oom_kill=%s failcnt=%s memsw.failcnt=%s max_usage=%s limit=%s' \
+    "$(oom_kills)" "$(cat "$MEM/memory.failcnt")" \
+    "$(cat "$MEM/memory.memsw.failcnt" 2>/dev/null)" "$(peak_bytes)" "$(cat "$MEM/memory.limit_in_bytes")"; }
+  memreset() { echo 0 > "$MEM/memory.max_usage_in_bytes"; echo 0 > "$MEM/memory.failcnt"; echo 0 > "$MEM/memory.memsw.failcnt" 2>/dev/null; }
+fi
 CGS=$(IFS=,; echo "${cg_dirs[*]}")
-memstat() { printf 'oom_kill=%s failcnt=%s memsw.failcnt=%s max_usage=%s limit=%s' \
-  "$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")" "$(cat "$MEM/memory.failcnt")" \
-  "$(cat "$MEM/memory.memsw.failcnt" 2>/dev/null)" "$(cat "$MEM/memory.max_usage_in_bytes")" "$(cat "$MEM/memory.limit_in_bytes")"; }
-memreset() { echo 0 > "$MEM/memory.max_usage_in_bytes"; echo 0 > "$MEM/memory.failcnt"; echo 0 > "$MEM/memory.memsw.failcnt" 2>/dev/null; }
+info "cgroup $( [ "$CG_V2" = 1 ] && echo v2 || echo v1 ): ${cg_dirs[*]}"
 
 # --- 6a. footprint of import numpy+pandas and spawn time
 times=()
-for i in $(seq 10); do
+for i in $(seq "${PROBE_SPAWNS:-10}"); do
   memreset
   run_job spawn$i --cgroups "$CGS" <<'EOF'
 import numpy, pandas; print(1)
 EOF
   times+=("$(cat "$R/first_ms")")
-  [ "$i" = 1 ] && peak1=$(cat "$MEM/memory.max_usage_in_bytes")
+  [ "$i" = 1 ] && peak1=$(peak_bytes)
 done
-peak=$(cat "$MEM/memory.max_usage_in_bytes")
+peak=$(peak_bytes)
 med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
-check "10 jailed 'import numpy, pandas; print(1)' all printed" bash -c "[ $(printf '%s\n' "${times[@]}" | grep -c .) = 10 ]"
+check "${PROBE_SPAWNS:-10} jailed 'import numpy, pandas; print(1)' all printed" bash -c "[ $(printf '%s\n' "${times[@]}" | grep -c .) = ${PROBE_SPAWNS:-10} ]"
 info "spawn-to-first-output, import numpy+pandas, in the cgroup: median ${med} ms (all: ${times[*]})"
-info "peak memory of a numpy+pandas jail (memory.max_usage_in_bytes): first run $((peak1 / 1048576)) MiB, 10th run $((peak / 1048576)) MiB (page cache of the libraries is charged to whoever reads it first)"
+info "peak memory of a numpy+pandas jail: first run $((peak1 / 1048576)) MiB, last run $((peak / 1048576)) MiB (page cache of the libraries is charged to whoever reads it first)"
 run_job footprint --cgroups "$CGS" <<'EOF'
 import numpy as np, pandas as pd, multiprocessing, math
 a = np.random.rand(300, 300); a @ a
@@ -485,11 +524,11 @@ pd.DataFrame({"k": list("abc") * 1000, "v": range(3000)}).groupby("k").v.sum()
 with multiprocessing.Pool(2) as p: p.map(math.factorial, range(10))
 print("done")
 EOF
-info "peak memory after matmul + groupby + Pool(2): $(( $(cat "$MEM/memory.max_usage_in_bytes") / 1048576 )) MiB"
+info "peak memory after matmul + groupby + Pool(2): $(( $(peak_bytes) / 1048576 )) MiB"
 
 # --- 6b. memory bomb
 memreset
-oom_before=$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")
+oom_before=$(oom_kills)
 run_job membomb --cgroups "$CGS" <<'EOF'
 chunks = []
 for i in range(100):              # 100 x 10 MiB = 1 GiB, touched
@@ -497,13 +536,13 @@ for i in range(100):              # 100 x 10 MiB = 1 GiB, touched
     if i % 5 == 0: print("allocated", (i + 1) * 10, "MiB")
 print("survived")
 EOF
-oom_after=$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")
+oom_after=$(oom_kills)
 info "memory bomb: rc=$(rc), last: $(tail -1 "$R/out"), log: $(grep -oE 'pid=.*' "$R/log" | tail -1)"
-info "memory bomb cgroup counters: $(memstat); oom_control: $(tr '\n' ' ' < "$MEM/memory.oom_control")"
+info "memory bomb cgroup counters: $(memstat)"
 check "memory bomb dies with 137" bash -c "[ $(rc) = 137 ] && ! grep -q survived $R/out"
-check "memory.oom_control oom_kill moved by 1 ($oom_before -> $oom_after)" bash -c "[ $((oom_after - oom_before)) = 1 ]"
-check "memory.failcnt > 0" bash -c "[ $(cat "$MEM/memory.failcnt") -gt 0 ]"
-check "memory.max_usage_in_bytes reached the limit" bash -c "[ $(cat "$MEM/memory.max_usage_in_bytes") -ge $((250 * 1024 * 1024)) ]"
+check "the cgroup's oom_kill counter moved by 1 ($oom_before -> $oom_after)" bash -c "[ $((oom_after - oom_before)) = 1 ]"
+check "the memory limit was hit (failcnt / memory.events max: $(limit_hits))" bash -c "[ $(limit_hits) -gt 0 ]"
+check "peak memory reached the limit ($(peak_bytes))" bash -c "[ $(peak_bytes) -ge $((250 * 1024 * 1024)) ]"
 run_job bigalloc --cgroups "$CGS" <<'EOF'
 try:
     b = bytearray(2 << 30); print("ALLOC OK")
