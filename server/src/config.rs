@@ -42,7 +42,7 @@ pub const VARIABLES: &[EnvVar] = &[
     var(
         "PYEXEC_TIMEOUT",
         "10",
-        "wall-clock limit of a job, seconds (decimals allowed); CPU limit is ceil(timeout)+1 s",
+        "wall-clock limit of a job, seconds (decimals allowed); CPU limit is ceil(timeout + spawn timeout)+1 s",
     ),
     var(
         "PYEXEC_MAX_SCRIPT_CHARS",
@@ -350,9 +350,14 @@ impl Config {
     }
 
     /// The CPU-time backstop: a script that spins gets killed by RLIMIT_CPU
-    /// even if the wall-clock deadline somehow didn't fire.
+    /// even if the wall-clock deadline somehow didn't fire. RLIMIT_CPU counts
+    /// the jailed interpreter's whole life, its warm-up (importing numpy and
+    /// pandas, at most the spawn timeout) as well as the job, so it covers
+    /// both: else a CPU-bound job on a slow CPU (0.25 CPU-s of warm-up here,
+    /// 3.5 under emulation) is killed before its deadline and reported as a
+    /// crash, not a timeout.
     pub fn cpu_seconds(&self) -> u64 {
-        self.timeout.as_secs_f64().ceil() as u64 + 1
+        (self.timeout + self.spawn_timeout).as_secs_f64().ceil() as u64 + 1
     }
 
     /// The largest request body that can hold a script within the limit.
@@ -564,7 +569,7 @@ mod tests {
         assert_eq!(c.log_level, tracing::Level::INFO);
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.gcp_project, None);
-        assert_eq!(c.cpu_seconds(), 11);
+        assert_eq!(c.cpu_seconds(), 41);
     }
 
     #[test]
@@ -606,7 +611,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.port, 0);
         assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert_eq!(c.cpu_seconds(), 4);
+        assert_eq!(c.cpu_seconds(), 34);
         assert_eq!((c.max_script_chars, c.pool_size, c.queue_max), (10, 3, 0));
         assert_eq!(c.queue_timeout, Duration::ZERO);
         assert_eq!(c.nsjail_config().limits.memory_bytes, 512 << 20);
