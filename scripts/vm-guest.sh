@@ -267,8 +267,11 @@ docker_stage() {
   local rc=0
   READY_TIMEOUT=$(scaled 60) SERVER_ENV="$(server_timeouts)" \
     bash "$repo/docker/check-image.sh" "$VM_DOCKER_IMAGE" || rc=$?
-  systemctl stop docker docker.socket
-  if mountpoint -q /var/lib/docker; then umount /var/lib/docker; fi
+  # The host keeps the store for the next run only if it was closed cleanly.
+  if systemctl stop docker docker.socket && mountpoint -q /var/lib/docker \
+     && umount /var/lib/docker; then
+    touch "$xfer/docker-store-closed"
+  fi
   return $rc
 }
 

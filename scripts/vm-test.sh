@@ -402,10 +402,10 @@ done
 t_run=$(since "$t_run0")
 [ -f "$run_dir/exit-code" ] || { tail -30 "$run_dir/console.log" >&2; die "QEMU exited before the guest finished (console: $run_dir/console.log)"; }
 guest_rc=$(cat "$run_dir/exit-code")
-# A docker stage that did not pass may have left the store half-written: the
-# next run starts from an empty one.
-if [ -n "$docker_store" ] && ! grep -qP '^docker\t[0-9.]+\t0$' "$run_dir/stages.tsv" 2>/dev/null; then
-  log "the docker stage did not pass: dropping the cached Docker store"
+# A Docker store the guest did not close cleanly (stage interrupted, Docker
+# not stopped) may be half-written: the next run starts from an empty one.
+if [ -n "$docker_store" ] && [ ! -f "$run_dir/docker-store-closed" ]; then
+  log "the guest did not close the cached Docker store cleanly: dropping it"
   rm -f "$docker_store"
 fi
 
