@@ -56,7 +56,8 @@
 #   VM_CACHE            where images and runs are kept (/var/cache/pyexec-vm)
 #   VM_TIMEOUT          seconds the guest may run from boot to its exit code (1800)
 #   VM_CPUS, VM_MEMORY_MB   guest size (2, 3072)
-#   VM_DOCKER_IMAGE     the image the docker stage checks (pyexec:test)
+#   VM_DOCKER_IMAGE     the image the docker stage builds and checks
+#                       (pyexec:vm-<checkout directory name>)
 #   VM_REBUILD=1        rebuild the VM image even when the cache has it
 #   DEBIAN_MIRROR       the mirror debootstrap uses (default: the one apt uses)
 set -euo pipefail
@@ -91,7 +92,10 @@ VM_ACCEL=${VM_ACCEL:-auto}
 VM_TIMEOUT=${VM_TIMEOUT:-1800}
 VM_CPUS=${VM_CPUS:-2}
 VM_MEMORY_MB=${VM_MEMORY_MB:-3072}
-VM_DOCKER_IMAGE=${VM_DOCKER_IMAGE:-pyexec:test}
+# A tag of this checkout's own: checkouts sharing the machine's Docker retag
+# pyexec:test and prune what it pointed to, which would cost a rebuild and a
+# docker load each time. Same layers, so no second build.
+VM_DOCKER_IMAGE=${VM_DOCKER_IMAGE:-pyexec:vm-$(basename "$repo" | tr -c 'a-z0-9_.\n-' '-')}
 CARGO=${CARGO:-cargo}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}   # the machine is shared
 
@@ -217,10 +221,11 @@ if [[ " $VM_STAGES " == *" docker "* ]]; then
   log "building the Docker image $VM_DOCKER_IMAGE on the host (docker/test-image.sh, build only)"
   IMAGE=$VM_DOCKER_IMAGE BUILD_ONLY=1 bash "$repo/docker/test-image.sh"
   docker_image_id=$(docker image inspect -f '{{.Id}}' "$VM_DOCKER_IMAGE")
-  docker_tar=$VM_CACHE/docker/${docker_image_id#sha256:}.tar
+  docker_dir=$VM_CACHE/docker/${VM_DOCKER_IMAGE//[:\/]/_}
+  docker_tar=$docker_dir/${docker_image_id#sha256:}.tar
   if [ ! -f "$docker_tar" ]; then
-    mkdir -p "$VM_CACHE/docker"
-    rm -f "$VM_CACHE"/docker/*.tar        # one saved image is enough
+    mkdir -p "$docker_dir"
+    rm -f "$docker_dir"/*.tar        # one saved image per tag is enough
     docker save -o "$docker_tar.tmp" "$docker_image_id"
     mv "$docker_tar.tmp" "$docker_tar"
   fi
