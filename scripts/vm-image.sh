@@ -133,8 +133,10 @@ build_image() {
   t0=$(now)
   rm -rf "$work"; mkdir -p "$work" "$VM_CACHE/debs"
   local root=$work/root
-  # Interrupted: leave no mount and no half-built tree behind.
-  trap 'umount "$root/proc" 2>/dev/null; rm -rf --one-file-system "$work"' EXIT
+  # Interrupted: leave no mount and no half-built tree behind. (Expanded now:
+  # the trap runs when these locals are gone.)
+  # shellcheck disable=SC2064
+  trap "umount '$root/proc' 2>/dev/null || true; rm -rf --one-file-system '$work'" EXIT
   log "building the VM image $key (debootstrap $SUITE from $DEBIAN_MIRROR; log: $work/build.log)"
   debootstrap --variant=minbase --cache-dir="$VM_CACHE/debs" \
     --include="$(IFS=,; echo "${PACKAGES[*]}")" "$SUITE" "$root" "$DEBIAN_MIRROR" \
