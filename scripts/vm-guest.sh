@@ -245,6 +245,7 @@ docker_stage() {
   if [ -e /dev/disk/by-id/virtio-pyexec-docker ]; then
     mkdir -p /var/lib/docker
     mount /dev/disk/by-id/virtio-pyexec-docker /var/lib/docker || return 1
+    touch "$xfer/docker-store-opened"
     echo "Docker's store: the cached disk"
   fi
   systemctl start docker || return 1

@@ -182,6 +182,19 @@ run_dir=""
 qemu_pid=""
 tail_pid=""
 tests_json=""
+docker_store=""
+# A Docker store the guest opened but did not close cleanly (stage or VM
+# interrupted, Docker not stopped) may be half-written: the next run starts
+# from an empty one.
+check_docker_store() {
+  if [ -n "$docker_store" ] && [ -f "$run_dir/docker-store-opened" ] \
+     && [ ! -f "$run_dir/docker-store-closed" ]; then
+    log "the guest did not close the cached Docker store cleanly: dropping it"
+    rm -f "$docker_store"
+  fi
+  docker_store=""
+}
+
 cleanup() {
   local rc=$?
   if [ -n "$tests_json" ]; then rm -f "$tests_json"; fi
@@ -193,6 +206,7 @@ cleanup() {
     kill -KILL "$qemu_pid" 2>/dev/null || true
     wait "$qemu_pid" 2>/dev/null || true
   fi
+  check_docker_store
   if [ -n "$image_pid" ] && kill -0 "$image_pid" 2>/dev/null; then
     log "stopping the VM image build (process group $image_pid)"
     kill -TERM -- "-$image_pid" 2>/dev/null || true
@@ -276,7 +290,6 @@ VM_DOCKER_IMAGE_ID="$docker_image_id"
 VM_PYEXEC="$target_dir/release/pyexec"
 EOF
 disks=()
-docker_store=""
 if [ -n "$docker_image_id" ]; then
   # The saved image reaches the guest as a read-only disk holding the tar
   # (/dev/disk/by-id/virtio-pyexec-image).
@@ -407,12 +420,6 @@ done
 t_run=$(since "$t_run0")
 [ -f "$run_dir/exit-code" ] || { tail -30 "$run_dir/console.log" >&2; die "QEMU exited before the guest finished (console: $run_dir/console.log)"; }
 guest_rc=$(cat "$run_dir/exit-code")
-# A Docker store the guest did not close cleanly (stage interrupted, Docker
-# not stopped) may be half-written: the next run starts from an empty one.
-if [ -n "$docker_store" ] && [ ! -f "$run_dir/docker-store-closed" ]; then
-  log "the guest did not close the cached Docker store cleanly: dropping it"
-  rm -f "$docker_store"
-fi
 
 # The guest powers itself off; QEMU then exits.
 for _ in $(seq 120); do kill -0 "$qemu_pid" 2>/dev/null || break; sleep 0.5; done
@@ -420,6 +427,7 @@ if kill -0 "$qemu_pid" 2>/dev/null; then
   log "the guest did not power off within 60 s: stopping QEMU"
 fi
 stop_qemu
+check_docker_store
 sleep 0.5
 kill "$tail_pid" 2>/dev/null || true
 tail_pid=""
