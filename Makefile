@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PORT ?= 8080
 
-.PHONY: setup build run test test-rust test-python test-jail test-docker lint bench loadtest clean
+.PHONY: setup build run test test-rust test-python test-jail test-docker test-cgroup2 lint bench loadtest clean
 
 setup:
 	bash scripts/setup.sh
@@ -16,10 +16,13 @@ run: build
 	PORT=$(PORT) ./target/release/pyexec
 
 # Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
-# cgroups), the runner's tests, the k6 smoke run, and the container image test.
+# cgroups), the runner's tests, the k6 smoke run, the container image test,
+# and the end-to-end tests, the jail probe and the image test again on
+# cgroup v2, in a virtual machine.
 test: setup lint test-rust test-python test-jail
 	bash loadtest/run.sh smoke
 	$(MAKE) test-docker
+	$(MAKE) test-cgroup2
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -41,6 +44,11 @@ test-jail:
 
 test-docker:
 	bash docker/test-image.sh
+
+# The end-to-end tests, the jail probe, a server start and the image check on
+# a cgroup-v2-only kernel, in a QEMU VM (scripts/vm-test.sh; the VM image is cached).
+test-cgroup2:
+	bash scripts/vm-test.sh
 
 bench: build
 	$(CARGO) run --release --locked -p pyexec-server --example bench

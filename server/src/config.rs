@@ -188,7 +188,7 @@ pub static TIMEOUT: Var<Duration> = Var {
     name: "PYEXEC_TIMEOUT",
     default: DefaultValue::Text("10"),
     meaning:
-        "wall-clock limit of a job, seconds (decimals allowed); CPU limit is ceil(timeout)+1 s",
+        "wall-clock limit of a job, seconds (decimals allowed); CPU limit is ceil(timeout)+1 s (spawn mode: ceil(timeout + spawn timeout)+1 s, its counter includes the warm-up)",
     parse: |s| seconds(s, false),
 };
 
@@ -724,9 +724,20 @@ impl Config {
     }
 
     /// The CPU-time backstop: a script that spins gets killed by RLIMIT_CPU
-    /// even if the wall-clock deadline somehow didn't fire.
+    /// even if the wall-clock deadline somehow didn't fire. What the
+    /// limit's counter covers depends on the mode. Spawn mode: the jailed
+    /// interpreter's whole life, its warm-up (importing numpy and pandas, at
+    /// most the spawn timeout) as well as the job, so the limit covers both:
+    /// else a CPU-bound job on a slow CPU (0.25 CPU-s of warm-up here, 3.5
+    /// under emulation) is killed before its deadline and reported as a
+    /// crash, not a timeout. Fork mode: a child's counter starts at its fork,
+    /// so the job (and its sealing, milliseconds) is all it covers.
     pub fn cpu_seconds(&self) -> u64 {
-        self.timeout.as_secs_f64().ceil() as u64 + 1
+        let counted = match self.isolation {
+            Isolation::Spawn => self.timeout + self.spawn_timeout,
+            Isolation::Fork => self.timeout,
+        };
+        counted.as_secs_f64().ceil() as u64 + 1
     }
 
     /// The largest request body that can hold a script within the limit.
@@ -1019,7 +1030,9 @@ mod tests {
         assert_eq!(c.max_connections, 21);
         assert_eq!(c.body_timeout, Duration::from_millis(500));
         assert_eq!(c.timeout, Duration::from_millis(2500));
-        assert_eq!(c.cpu_seconds(), 4);
+        assert_eq!(c.cpu_seconds(), 4, "fork mode: the job alone");
+        let spawn = parse(&[("PYEXEC_ISOLATION", "spawn"), ("PYEXEC_TIMEOUT", "2.5")], 2).unwrap();
+        assert_eq!(spawn.cpu_seconds(), 34, "spawn mode: the warm-up too");
         assert_eq!((c.max_script_chars, c.pool_size, c.queue_max), (10, 3, 0));
         assert_eq!(c.queue_timeout, Duration::ZERO);
         assert_eq!(c.nsjail_config().limits.memory_bytes, 512 << 20);

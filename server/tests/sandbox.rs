@@ -7,11 +7,11 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{cgroups, execute, get, sample, scrape, TestServer};
+use common::{cgroups, execute, get, sample, scaled, scrape, TestServer};
 use tokio::io::AsyncWriteExt;
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -152,7 +152,7 @@ async fn a_client_disconnect_mid_job_frees_and_replaces_the_worker() {
     let started = Instant::now();
     let response = execute(addr, "def main():\n    return {'after': 'disconnect'}\n").await;
     assert_eq!(response.status, 200, "{}", response.text());
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < scaled(Duration::from_secs(5)));
     eventually("the abandoned worker is gone", || {
         cgroups::workers(server.pid()) == 1
     })
@@ -177,6 +177,14 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
     })
     .await;
     let processes = cgroups::processes(pid);
+    // The check below can only fail if it looks where the cgroups really are.
+    for root in cgroups::roots(pid) {
+        assert!(
+            root.is_dir(),
+            "the server's cgroups are not at {}",
+            root.display()
+        );
+    }
     server.sigterm();
     let status = server
         .wait_exit(Duration::from_secs(15))

@@ -19,6 +19,21 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// `duration` stretched by `PYEXEC_TEST_TIME_SCALE` (default 1), as the
+/// server's tests do (server/tests/common): the cgroup v2 VM emulates its CPU
+/// at a tenth of the host's speed or less.
+fn scaled(duration: Duration) -> Duration {
+    let scale = match std::env::var("PYEXEC_TEST_TIME_SCALE") {
+        Err(_) => 1.0,
+        Ok(value) => value
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 1.0)
+            .unwrap_or_else(|| panic!("PYEXEC_TEST_TIME_SCALE={value:?}: want a number >= 1")),
+    };
+    duration.mul_f64(scale)
+}
+
 /// Each test gets a cgroup parent of its own, removed when the sandbox closes.
 fn config(test: &str) -> NsjailConfig {
     NsjailConfig {
@@ -32,11 +47,13 @@ fn config(test: &str) -> NsjailConfig {
             cpus: 1.0,
             max_file_mb: 10,
             max_open_files: 128,
-            cpu_seconds: 11,
+            // Spawn mode's counter covers the warm-up too (see the server's
+            // Config::cpu_seconds).
+            cpu_seconds: scaled(Duration::from_secs(41)).as_secs(),
         },
         max_output_bytes: 1 << 20,
         max_result_bytes: 10 << 20,
-        spawn_timeout: Duration::from_secs(30),
+        spawn_timeout: scaled(Duration::from_secs(30)),
         cgroup_parent: format!("pyexec-test-{test}"),
         cgroup_mount: "/sys/fs/cgroup".into(),
     }
@@ -54,7 +71,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(100);
 async fn run<S: Sandbox>(sandbox: &S, script: &str) -> (Result<String, JobFailure>, String) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut worker = sandbox.spawn(id).await.expect("a worker starts");
-    let outcome = tokio::time::timeout(Duration::from_secs(20), worker.run(&job(script)))
+    let outcome = tokio::time::timeout(scaled(Duration::from_secs(20)), worker.run(&job(script)))
         .await
         .expect("the job answers");
     worker.stop();

@@ -232,6 +232,54 @@ pub fn isolation() -> String {
     std::env::var("PYEXEC_TEST_ISOLATION").unwrap_or_else(|_| "fork".into())
 }
 
+/// How many times slower than a development machine this one runs:
+/// `PYEXEC_TEST_TIME_SCALE`, default 1. The cgroup v2 VM emulates its CPU
+/// (scripts/vm-test.sh) at a tenth of the host's speed or less; there every
+/// time limit a test gives a server, and every wait of the tests themselves,
+/// is stretched by this factor. The tests check behaviour, not speed.
+pub fn time_scale() -> f64 {
+    match std::env::var("PYEXEC_TEST_TIME_SCALE") {
+        Err(_) => 1.0,
+        Ok(value) => value
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 1.0)
+            .unwrap_or_else(|| panic!("PYEXEC_TEST_TIME_SCALE={value:?}: want a number >= 1")),
+    }
+}
+
+/// `duration` stretched by [`time_scale`].
+pub fn scaled(duration: Duration) -> Duration {
+    duration.mul_f64(time_scale())
+}
+
+/// The server's time limits, each stretched by [`time_scale`]: the value a
+/// test sets, else the server's default. Empty at scale 1.
+fn scaled_time_limits(env: &[(&str, &str)]) -> Vec<(&'static str, String)> {
+    let scale = time_scale();
+    if scale == 1.0 {
+        return Vec::new();
+    }
+    let defaults = pyexec_server::config::Config::from_env_with_cpus(|_| None, 2)
+        .expect("the default configuration");
+    [
+        ("PYEXEC_TIMEOUT", defaults.timeout),
+        ("PYEXEC_QUEUE_TIMEOUT", defaults.queue_timeout),
+        ("PYEXEC_SPAWN_TIMEOUT", defaults.spawn_timeout),
+        ("PYEXEC_SHUTDOWN_GRACE", defaults.shutdown_grace),
+    ]
+    .into_iter()
+    .filter_map(|(name, default)| {
+        let seconds = match env.iter().find(|(n, _)| *n == name) {
+            // Not a number: the test wants the server to refuse it; leave it.
+            Some((_, value)) => value.parse::<f64>().ok()?,
+            None => default.as_secs_f64(),
+        };
+        Some((name, format!("{:.3}", seconds * scale)))
+    })
+    .collect()
+}
+
 /// The real `pyexec` binary, on a free port, with the real sandbox.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -269,6 +317,9 @@ impl TestServer {
         for (name, value) in env {
             command.env(name, value);
         }
+        for (name, value) in scaled_time_limits(env) {
+            command.env(name, value);
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -291,7 +342,7 @@ impl TestServer {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let deadline = Instant::now() + scaled(READY_TIMEOUT);
         // The port is in the "listening" log line.
         loop {
             if let Some(port) = self
@@ -356,9 +407,9 @@ impl TestServer {
         self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
-    /// Waits for the process to exit, up to `timeout`.
+    /// Waits for the process to exit, up to `timeout` (stretched by [`time_scale`]).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + scaled(timeout);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
@@ -376,7 +427,7 @@ impl Drop for TestServer {
         if let Ok(None) = self.child.try_wait() {
             // Let it stop its jails itself; kill only if it hangs.
             self.sigterm();
-            let deadline = Instant::now() + Duration::from_secs(15);
+            let deadline = Instant::now() + scaled(Duration::from_secs(15));
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = self.child.try_wait() {
                     return;
