@@ -27,6 +27,9 @@ lint:
 
 test-rust:
 	$(CARGO) test --locked --workspace
+	# The request's optional fields again in the other isolation mode (spawn:
+	# the cgroup also holds the warm interpreter, which changes the figures).
+	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --test job_features
 
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
