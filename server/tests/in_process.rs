@@ -805,3 +805,17 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     assert_eq!(answered.status, 200);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_repositorys_file() {
+    let server = InProcessServer::start(&[]).await;
+    let response = get(server.addr, "/openapi.json").await;
+    assert_eq!(response.status, 200);
+    response.assert_json_line();
+    let file = std::fs::read(common::repo_root().join("openapi.json")).unwrap();
+    assert_eq!(response.body, file, "the binary serves a stale openapi.json");
+    let wrong = request(server.addr, "POST", "/openapi.json", &[], b"").await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
+    server.shutdown().await;
+}
