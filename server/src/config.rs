@@ -98,12 +98,13 @@ pub static PORT: Var<u16> = Var {
 };
 
 /// Each connection is a task and a file descriptor, and it may hold a request
-/// body of up to the body cap (about 0.6 MiB by default) or one job. 256 is
-/// more than ten times what the defaults on 2 CPUs can use at once (pool 4 +
-/// queue 16), which leaves room for probes, scrapes and idle keep-alive
-/// clients, while keeping the server's worst case (every connection holding
-/// a maximal body) near 170 MiB and its descriptors well inside the
-/// usual limit of 1024 beside the workers' pipes and sockets.
+/// body of up to the body cap (about 1.6 MiB by default: a script and an
+/// input) or one job. 256 is more than ten times what the defaults on 2 CPUs
+/// can use at once (pool 4 + queue 16), which leaves room for probes,
+/// scrapes and idle keep-alive clients, while keeping the server's worst
+/// case (every connection holding a maximal body) near 420 MiB and its
+/// descriptors well inside the usual limit of 1024 beside the workers'
+/// pipes and sockets.
 pub static MAX_CONNECTIONS: Var<usize> = Var {
     name: "PYEXEC_MAX_CONNECTIONS",
     default: DefaultValue::Derived {

@@ -47,10 +47,10 @@ impl UsageFigures {
     pub fn of(usage: &Usage, wall: Duration) -> UsageFigures {
         UsageFigures {
             cpu_ms: usage.cpu.map(millis),
-            // MiB to the KiB: as precise as the kernel's page counting matters.
+            // To a hundredth of a MiB: finer than that is page-counting noise.
             peak_memory_mb: usage
                 .peak_memory_bytes
-                .map(|b| (b as f64 / 1024.0).round() / 1024.0),
+                .map(|b| (b as f64 / f64::from(1 << 20) * 100.0).round() / 100.0),
             wall_ms: millis(wall),
         }
     }
