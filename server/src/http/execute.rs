@@ -477,12 +477,15 @@ fn not_an_object(body: &[u8]) -> ApiError {
 }
 
 fn parse_script(raw: &RawValue, limits: &Limits) -> Result<Script, ApiError> {
-    let script: String = serde_json::from_str(raw.get()).map_err(|_| {
-        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-        ApiError::invalid_request(format!(
-            "\"script\" must be a string of Python source, not {}",
-            type_name(&value)
-        ))
+    let script: String = serde_json::from_str(raw.get()).map_err(|e| {
+        match serde_json::from_str::<Value>(raw.get()) {
+            Ok(value) => ApiError::invalid_request(format!(
+                "\"script\" must be a string of Python source, not {}",
+                type_name(&value)
+            )),
+            // A string JSON can't turn into text: a lone surrogate escape.
+            Err(_) => ApiError::invalid_request(format!("\"script\" is not valid text: {e}")),
+        }
     })?;
     if script.trim().is_empty() {
         return Err(ApiError::invalid_request(
@@ -670,6 +673,11 @@ mod tests {
             ("{}", Kind::InvalidRequest, "no \"script\""),
             (r#"{"script": 5}"#, Kind::InvalidRequest, "a number"),
             (r#"{"script": null}"#, Kind::InvalidRequest, "null"),
+            (
+                r#"{"script": "\ud800"}"#,
+                Kind::InvalidRequest,
+                "is not valid text",
+            ),
             (r#"{"script": ""}"#, Kind::InvalidRequest, "empty"),
             (r#"{"script": " \n\t"}"#, Kind::InvalidRequest, "empty"),
             (
