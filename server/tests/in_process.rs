@@ -813,7 +813,10 @@ async fn the_served_openapi_document_is_the_repositorys_file() {
     assert_eq!(response.status, 200);
     response.assert_json_line();
     let file = std::fs::read(common::repo_root().join("openapi.json")).unwrap();
-    assert_eq!(response.body, file, "the binary serves a stale openapi.json");
+    assert_eq!(
+        response.body, file,
+        "the binary serves a stale openapi.json"
+    );
     let wrong = request(server.addr, "POST", "/openapi.json", &[], b"").await;
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
