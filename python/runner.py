@@ -971,7 +971,9 @@ def signature_mismatch(main, job_input):
     one argument, or with none), else (message, line of main's def).
 
     Callables inspect can't read (some C functions) are called as asked and
-    answer for themselves.
+    answer for themselves. inspect's helpers are module globals a script can
+    patch: a script that does only changes its own job's answer, which is
+    why this check, unlike the reporting path, needs no private copies.
     """
     try:
         signature = _signature(main)

@@ -28,7 +28,7 @@ fi
 #    examples, health checks and server/tests/original_clients.rs (which calls the
 #    API the way the original service's clients do); procps (pgrep) for the tests
 #    that look for leftovers.
-#    prometheus: scripts/prometheus-check.sh scrapes a live server with it and
+#    prometheus: scripts/prometheus_check.py scrapes a live server with it and
 #    evaluates the README's and the dashboard's queries; promtool lints /metrics.
 debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus)
 missing=()
@@ -41,9 +41,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 # Debian's prometheus package starts a service on :9090 that scrapes nothing
-# of ours; the tests run their own on a free port. Stop and disable it.
+# of ours; the tests run their own on a free port. Stop and disable it (under
+# systemd), or stop it (its init script, where no systemd runs).
 if [ -x /etc/init.d/prometheus ]; then
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-system-running >/dev/null 2>&1; then
+  if [ -d /run/systemd/system ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   else
     /etc/init.d/prometheus stop >/dev/null 2>&1 || true
