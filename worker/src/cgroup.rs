@@ -160,10 +160,18 @@ impl Cgroups {
 
 fn prepare_v1(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, String> {
     // cpuacct in a hierarchy of its own needs a directory of its own; mounted
-    // with cpu (the same directory under two names), the cpu one serves.
+    // with cpu (the same directory under two names), the cpu one serves. It
+    // only measures: where it can't be used (a read-only mount) pyexec serves
+    // on, and the answers' cpu_ms is null.
     let separate = |c: &str| fs::canonicalize(mount.join(c)).ok();
     let controllers: &'static [&'static str] = match (separate("cpuacct"), separate("cpu")) {
-        (Some(acct), Some(cpu)) if acct != cpu => &V1_WITH_CPUACCT,
+        (Some(acct), Some(cpu)) if acct != cpu => match make_dir(&acct.join(parent)) {
+            Ok(()) => &V1_WITH_CPUACCT,
+            Err(error) => {
+                tracing::warn!(%error, "no cpuacct cgroups: jobs' CPU time will not be reported");
+                &V1_CONTROLLERS
+            }
+        },
         _ => &V1_CONTROLLERS,
     };
     let mut roots = Vec::new();
