@@ -481,7 +481,7 @@ fn host_uid(pid: i32) -> Option<u32> {
 }
 
 /// Adds the likely cause and its fix to a spawn failure seen at start-up.
-fn explain_spawn_failure(message: &str) -> String {
+pub(crate) fn explain_spawn_failure(message: &str) -> String {
     let gvisor = std::fs::read_to_string("/proc/version").is_ok_and(|v| v.contains("gVisor"));
     let hint = if gvisor || message.contains("PR_SET_SECUREBITS") {
         "this looks like gVisor (Cloud Run's first generation), where nsjail cannot work: \

@@ -137,10 +137,11 @@ impl ForkSandbox {
             stop: CancellationToken::new(),
             endings: TaskTracker::new(),
         });
-        let first = inner
-            .start_zygote("start")
-            .await
-            .map_err(|e| SetupError::new(format!("the zygote cannot start: {e}")))?;
+        let first = inner.start_zygote("start").await.map_err(|e| {
+            // The same causes, and fixes, as a spawn-mode worker's failure.
+            let message = format!("the zygote cannot start: {e}");
+            SetupError::new(selfcheck::explain_spawn_failure(&message))
+        })?;
         inner.current.send_replace(Some(first));
         let supervisor = tokio::spawn(supervise(inner.clone()));
         Ok(ForkSandbox {
