@@ -27,11 +27,12 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
+# The workspace's tests (unit, pool, both real sandboxes), whose end-to-end
+# suites run the real server in fork mode (the default), then those suites
+# again in spawn mode.
 test-rust:
 	$(CARGO) test --locked --workspace
-	# The request's optional fields again in the other isolation mode (spawn:
-	# the cgroup also holds the warm interpreter, which changes the figures).
-	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --test job_features
+	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --tests
 
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
@@ -52,6 +53,8 @@ test-docker:
 bench: build
 	$(CARGO) run --release --locked -p pyexec-server --example bench
 
+# k6: smoke, capacity, load, stress and spike, fork and spawn mode side by
+# side, each against a fresh server (loadtest/README.md; MODES=fork for one).
 loadtest: build
 	bash loadtest/run.sh
 

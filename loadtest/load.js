@@ -1,5 +1,6 @@
 // Load: an open model (constant-arrival-rate) below capacity with the realistic
-// mix (hello 40%, numpy 15%, pandas 15%, print 15%, raise 10%, timeout 5%).
+// mix (hello 40%, numpy 15%, pandas 15%, print 15%, raise 10%, timeout 5%), at
+// LOAD_FRACTION of the mix's measured capacity (see capacity.js).
 // Passes when every script type meets its latency budget (p95/p99, tagged by
 // `type`), the scripts that should succeed do (job_failed), and nothing else
 // goes wrong: no 503, no other 5xx, no client timeout, no dropped iteration.
@@ -9,7 +10,7 @@
 import exec from 'k6/execution';
 import {
   BASE_URL, CLIENT_TIMEOUT_S, JOB_TIMEOUT_S, QUEUE_TIMEOUT_S, SUMMARY_TREND_STATS,
-  dur, envDuration, envNumber, perMinute, vusFor,
+  clampNote, dur, envDuration, envNumber, perMinute, vusFor,
 } from './lib/config.js';
 import { loadCapacity } from './lib/capacity.js';
 import { requireReady } from './lib/ready.js';
@@ -20,7 +21,7 @@ import { latencyThresholds, successThresholds } from './lib/thresholds.js';
 const CAP = loadCapacity();
 const FRACTION = envNumber('LOAD_FRACTION', 0.5);
 const DURATION_S = envDuration('LOAD_DURATION', '60s');
-const RATE_PER_MIN = perMinute(CAP.jobs_per_second * FRACTION);
+const RATE_PER_MIN = perMinute(CAP.mix * FRACTION);
 const MAX_ERROR_RATE = envNumber('LOAD_MAX_ERROR_RATE', 0.01);
 
 export const options = {
@@ -55,10 +56,10 @@ export const options = {
 export function setup() {
   requireReady('load');
   console.log(
-    `load: capacity ${CAP.jobs_per_second} jobs/s (${CAP.source}), arrival rate ${(RATE_PER_MIN / 60).toFixed(2)}/s ` +
-      `(${FRACTION} of capacity) for ${DURATION_S}s; job timeout ${JOB_TIMEOUT_S}s, queue timeout ${QUEUE_TIMEOUT_S}s`,
+    `load: capacity ${CAP.mix} jobs/s (${CAP.source}), arrival rate ${(RATE_PER_MIN / 60).toFixed(2)}/s ` +
+      `(${FRACTION} of capacity)${clampNote(CAP.mix * FRACTION)} for ${DURATION_S}s; job timeout ${JOB_TIMEOUT_S}s, queue timeout ${QUEUE_TIMEOUT_S}s`,
   );
-  return { capacity: CAP.jobs_per_second, rate_per_second: RATE_PER_MIN / 60, fraction: FRACTION };
+  return { capacity: CAP.mix, rate_per_second: RATE_PER_MIN / 60, fraction: FRACTION };
 }
 
 export default function () {

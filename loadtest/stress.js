@@ -1,6 +1,7 @@
-// Stress: the arrival rate ramped to STRESS_FACTOR (3) times capacity, then a
-// recovery phase at half capacity. Four scenarios, one per phase, so that the
-// thresholds can be put on each phase through the `scenario` tag:
+// Stress: the arrival rate ramped to STRESS_FACTOR (3) times capacity (the mix's,
+// see capacity.js), then a recovery phase at half capacity. Four scenarios, one
+// per phase, so that the thresholds can be put on each phase through the
+// `scenario` tag:
 //
 //   warm      0.5 x capacity                          10% of STRESS_DURATION
 //   overload  capacity -> 3 x capacity, then held     35% + 25%
@@ -19,7 +20,7 @@
 import exec from 'k6/execution';
 import {
   BASE_URL, CLIENT_TIMEOUT_S, JOB_TIMEOUT_S, QUEUE_TIMEOUT_S, SUMMARY_TREND_STATS,
-  dur, envDuration, envNumber, perMinute, vusFor,
+  clampNote, dur, envDuration, envNumber, perMinute, vusFor,
 } from './lib/config.js';
 import { loadCapacity } from './lib/capacity.js';
 import { requireReady } from './lib/ready.js';
@@ -27,7 +28,7 @@ import { SHED_LIMIT_S, judge, postScript } from './lib/contract.js';
 import { SCRIPTS, mixType } from './lib/scripts.js';
 import { latencyThresholds, sheddingThresholds, successThresholds } from './lib/thresholds.js';
 
-const CAP = loadCapacity().jobs_per_second;
+const CAP = loadCapacity().mix;
 const FACTOR = envNumber('STRESS_FACTOR', 3);
 const BASE_FRACTION = envNumber('STRESS_BASE_FRACTION', 0.5);
 const TOTAL_S = envDuration('STRESS_DURATION', '85s');
@@ -112,7 +113,7 @@ export function setup() {
   requireReady('stress');
   console.log(
     `stress: capacity ${CAP} jobs/s; warm ${(baseRate / 60).toFixed(2)}/s for ${WARM_S.toFixed(0)}s, ` +
-      `overload ${(capRate / 60).toFixed(2)} -> ${(peakRate / 60).toFixed(2)}/s over ${RAMP_S.toFixed(0)}s, held ${HOLD_S.toFixed(0)}s, ` +
+      `overload ${(capRate / 60).toFixed(2)} -> ${(peakRate / 60).toFixed(2)}/s${clampNote(CAP * FACTOR)} over ${RAMP_S.toFixed(0)}s, held ${HOLD_S.toFixed(0)}s, ` +
       `settle ${SETTLE_S}s, recovery ${(baseRate / 60).toFixed(2)}/s for ${RECOVERY_S.toFixed(0)}s; ` +
       `a 503 must come within ${SHED_LIMIT_S}s`,
   );

@@ -33,7 +33,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -111,7 +110,7 @@ def reseed_numpy():
     job (Python's own `random` reseeds itself after a fork; numpy doesn't)."""
     numpy = sys.modules.get("numpy")
     if numpy is not None:
-        numpy.random.seed(list(struct.unpack("8I", os.urandom(32))))
+        numpy.random.seed(numpy.frombuffer(os.urandom(32), dtype=numpy.uint32))
 
 
 # ------------------------------------------------------------- the zygote

@@ -1,320 +1,353 @@
 #!/usr/bin/env bash
-# probe-jail.sh: exercise nsjail.cfg for real and print PASS/FAIL per check.
+# probe-jail.sh: prove, property by property and for real, what a script run
+# by pyexec gets, in both isolation modes. One PASS/FAIL line per check,
+# labelled with its mode; INFO lines are measurements, not checks. Exits
+# non-zero if any check FAILs (2 if the probe itself could not run).
 #
-# Run as root on a pyexec machine (Debian 12, cgroup v1). Exits non-zero if
-# any check FAILs. INFO lines are measurements, not checks.
+# Nothing here is a stand-in: scripts/probe-jail-driver.py starts the real
+# python/runner.py (spawn) and the real python/zygote.py (fork) exactly as
+# the server does (Nsjail::args, Nsjail::launch, ForkSandbox::spawn), in
+# per-job cgroups the probe makes, and sends each probe script over the real
+# job protocol. A probe script runs at the script's top level (`def main():
+# return {}` is appended); its prints arrive on the job's stdout pipe.
 #
-# Every jail is started the way the server starts it:
-#   nsjail --config nsjail.cfg --bindmount_ro $VENV --bindmount_ro $DIR:/pyexec \
-#     --rlimit_fsize 10 --rlimit_nofile 128 --rlimit_cpu 30 \
-#     -- $VENV/bin/python3 -I -X utf8 -B -u /pyexec/runner.py
-# with fd 3 = a unix socket (the probe sends the job's code over it), fd 4/5 =
-# pipes (job stdout/stderr), stdin/stdout = /dev/null, stderr = a pipe holding
-# nsjail's log. /pyexec/runner.py is a small stand-in for the real runner: it
-# reads the code from fd 3 and exec()s it in __main__ with stdout/stderr on 4/5.
+#   spawn  one nsjail per job, runner.py; fds 3/4/5 = job socket, stdout and
+#          stderr pipes; the jail joins the job's cgroups before exec.
+#   fork   one zygote per jail configuration (--cap CAP_SYS_ADMIN
+#          --rlimit_cpu inf --pass_fd 3); each job is a child it forks into
+#          a sandbox of its own, moved into the job's cgroups before the job.
 #
-# Environment overrides: NSJAIL, VENV, CFG.
+# Sections, in each mode: basics, network, filesystem, seccomp, rlimits,
+# cgroups, exits (nsjail's log lines in spawn mode, the zygote's reports in
+# fork mode); then what only fork mode has to prove (two children of one
+# zygote). Nothing a probe script does sends a packet off this machine, even
+# in a broken jail: UDP connect() only looks up a route, TCP goes to
+# 127.0.0.1, and name resolution is tried only when it can't send.
+#
+# cgroups: v1 /sys/fs/cgroup/{memory,pids,cpu}/pyexec-probe/<pid>/<job>,
+# v2 /sys/fs/cgroup/pyexec-probe/<pid>/<job>. Everything the probe starts or
+# makes is removed on exit, Ctrl-C included.
+#
+# Run as root. Environment: NSJAIL, VENV, CFG (the jail policy), RUNNER_DIR
+# (the directory holding runner.py, zygote.py, confine.py), MODES ("spawn
+# fork" by default), PROBE_KEEP=1 (keep the job outputs in the work directory).
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 NSJAIL=${NSJAIL:-/opt/pyexec/bin/nsjail}
 VENV=${VENV:-/opt/pyexec/sandbox-venv}
 CFG=${CFG:-$here/nsjail.cfg}
-HOSTPY=/usr/bin/python3   # runs the launcher on the host side
+RUNNER_DIR=${RUNNER_DIR:-$here/python}
+MODES=${MODES:-spawn fork}
+HOSTPY=/usr/bin/python3   # the driver runs on the host side, stdlib only
 
 if [ "$(id -u)" -ne 0 ]; then echo "probe-jail: run as root" >&2; exit 2; fi
-for f in "$NSJAIL" "$VENV/bin/python3" "$CFG" "$HOSTPY"; do
+for m in $MODES; do
+  case $m in spawn|fork) ;; *) echo "probe-jail: MODES: unknown mode '$m' (spawn, fork)" >&2; exit 2 ;; esac
+done
+for f in "$NSJAIL" "$VENV/bin/python3" "$CFG" "$HOSTPY" "$RUNNER_DIR/runner.py" \
+         "$RUNNER_DIR/zygote.py" "$RUNNER_DIR/confine.py"; do
   [ -e "$f" ] || { echo "probe-jail: missing $f" >&2; exit 2; }
 done
-
-fails=0
-pass() { printf 'PASS  %s\n' "$*"; }
-fail() { printf 'FAIL  %s\n' "$*"; fails=$((fails + 1)); }
-info() { printf 'INFO  %s\n' "$*"; }
-check() { # check "description" cmd...  (PASS if cmd succeeds)
-  local d=$1; shift
-  if "$@"; then pass "$d"; else fail "$d"; fi
-}
+CFG=$(realpath "$CFG"); RUNNER_DIR=$(realpath "$RUNNER_DIR")
+started=$(date +%s.%N)
 
 # ---------------------------------------------------------------- clean-up
 WORK=$(mktemp -d /tmp/probe-jail.XXXXXX)
-chmod 755 "$WORK"          # the jail's uid (outside 65534) must read the bind source
-CG_NAME="probe-$$"
-CG_CTLS=(memory pids cpu)
-made_parent=()
+chmod 755 "$WORK"   # bind sources must be readable by the jail's uid (outside 65534)
+driver_pid=""
 cleanup() {
-  local c d
-  for c in "${CG_CTLS[@]}"; do
-    d=/sys/fs/cgroup/$c/pyexec/$CG_NAME
-    if [ -d "$d" ]; then
-      # anything left (it should not be) is killed before rmdir
-      for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-      for _ in $(seq 50); do rmdir "$d" 2>/dev/null && break; sleep 0.1; done
-    fi
-  done
-  for d in "${made_parent[@]}"; do rmdir "$d" 2>/dev/null; done
-  rm -rf "$WORK"
+  local d p
+  if [ -n "$driver_pid" ]; then
+    # The driver ends its jobs and zygotes; its jails also die with it (PDEATHSIG).
+    kill -TERM "$driver_pid" 2>/dev/null
+    for _ in $(seq 150); do kill -0 "$driver_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$driver_pid" 2>/dev/null
+  fi
+  # Every cgroup the driver made is listed before it is made: children first.
+  if [ -f "$WORK/cgroups" ]; then
+    sort -ru "$WORK/cgroups" | while read -r d; do
+      [ -d "$d" ] || continue
+      if [ "${d##*/}" = pyexec-probe ]; then rmdir "$d" 2>/dev/null; continue; fi  # shared
+      for _ in $(seq 100); do
+        [ -e "$d/cgroup.kill" ] && echo 1 > "$d/cgroup.kill" 2>/dev/null
+        for p in $(cat "$d/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+        rmdir "$d" 2>/dev/null && break
+        sleep 0.1
+      done
+      [ -d "$d" ] && echo "probe-jail: could not remove the cgroup $d" >&2
+    done
+  fi
+  if [ -n "${PROBE_KEEP:-}" ]; then echo "probe-jail: outputs kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-[ -n "${PROBE_KEEP:-}" ] && trap - EXIT   # debugging: keep $WORK and the cgroups
-trap 'exit 130' INT TERM
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-# ---------------------------------------------------------------- stand-in runner
-mkdir "$WORK/pyexec"
-cat > "$WORK/pyexec/runner.py" <<'EOF'
-# Stand-in for the real runner: read the job from fd 3, run it in __main__
-# (so multiprocessing can pickle its functions), stdout/stderr on fds 4/5.
-import os, socket, sys
-sock = socket.socket(fileno=3)
-buf = b""
-while True:
-    chunk = sock.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-sys.stdout = os.fdopen(4, "w", buffering=1, closefd=False)
-sys.stderr = os.fdopen(5, "w", buffering=1, closefd=False)
-main = sys.modules["__main__"]
-exec(compile(buf.decode(), "<job>", "exec"), main.__dict__)
+# ---------------------------------------------------------------- controls
+# The seccomp section runs each call four times: with both walls, with each
+# alone, and with neither. A command-line --seccomp_string is APPENDED to the
+# cfg's policy, so "without the jail policy" is a copy of the cfg without its
+# seccomp_string lines; "without the job filter" is a copy of the runner
+# directory whose confine.install_job_filter does nothing.
+grep -v '^seccomp_string:' "$CFG" > "$WORK/noseccomp.cfg"
+mkdir "$WORK/runner-nofilter"
+cp "$RUNNER_DIR"/*.py "$WORK/runner-nofilter/"
+cat >> "$WORK/runner-nofilter/confine.py" <<'EOF'
+
+
+def install_job_filter():
+    """The probe's control: this copy installs no job filter."""
 EOF
-chmod 755 "$WORK/pyexec"; chmod 644 "$WORK/pyexec/runner.py"
+chmod -R a+rX "$WORK/runner-nofilter" "$WORK/noseccomp.cfg"
 
-# ---------------------------------------------------------------- launcher
-# launch.py OUTDIR JOBFILE [--timeout S] [--cgroups DIR,DIR] [--kill-after S]
-#           [--child-uid] [-- extra nsjail flags]
-# Forks "sh -c 'echo $$ > cgroup.procs...; exec nsjail ...'" with fds 0-5 set up
-# as the server does, sends the job over fd 3, collects fd 4/5 and the log.
-# Writes OUTDIR/{out,err,log,rc,first_ms,total_ms,max_pids,empty_ms,child_uid}.
-cat > "$WORK/launch.py" <<'EOF'
-import os, select, signal, socket, sys, time
-outdir, jobfile = sys.argv[1], sys.argv[2]
-args = sys.argv[3:]
-opts = {"timeout": 60.0, "cgroups": "", "kill_after": None, "child_uid": False, "kill_child": False,
-        "subreaper": False, "sig": signal.SIGKILL}
-extra = []
-while args:
-    a = args.pop(0)
-    if a == "--":
-        extra = args; break
-    elif a == "--timeout": opts["timeout"] = float(args.pop(0))
-    elif a == "--cgroups": opts["cgroups"] = args.pop(0)
-    elif a == "--kill-after": opts["kill_after"] = float(args.pop(0))
-    elif a == "--child-uid": opts["child_uid"] = True
-    elif a == "--kill-child": opts["kill_child"] = True
-    elif a == "--subreaper": opts["subreaper"] = True   # reap orphans like a PR_SET_CHILD_SUBREAPER server
-    elif a == "--signal": opts["sig"] = int(args.pop(0))  # what --kill-after sends to nsjail
-    else: sys.exit("launch.py: bad arg " + a)
-NSJAIL, CFG, VENV, PYEXEC = (os.environ[k] for k in ("NSJAIL", "CFG", "VENV", "PYEXEC_DIR"))
-cgs = [c for c in opts["cgroups"].split(",") if c]
-nsjail_cmd = [NSJAIL, "--config", CFG,
-              "--bindmount_ro", VENV,
-              "--bindmount_ro", PYEXEC + ":/pyexec",
-              "--rlimit_fsize", "10", "--rlimit_nofile", "128", "--rlimit_cpu", "30",
-              *extra,
-              "--", VENV + "/bin/python3", "-I", "-X", "utf8", "-B", "-u", "/pyexec/runner.py"]
-script = "".join('echo $$ > "%s/cgroup.procs" || exit 99; ' % c for c in cgs) + 'exec "$@"'
-cmd = ["/bin/sh", "-c", script, "sh", *nsjail_cmd]
+# ---------------------------------------------------------------- the driver
+export NSJAIL VENV CFG RUNNER_DIR WORK PROBE_PID=$$
+coproc DRV { exec "$HOSTPY" "$here/scripts/probe-jail-driver.py" 2>>"$WORK/driver.log"; }
+driver_pid=$DRV_PID   # bash unsets DRV_PID once the coprocess has ended
+exec {drv_in}<&"${DRV[0]}" {drv_out}>&"${DRV[1]}"
+IFS= read -r hello <&"$drv_in" || hello="error the driver did not start: $(tail -5 "$WORK/driver.log")"
+case $hello in
+  "ready "*) CGMODE=${hello#ready } ;;
+  *) echo "probe-jail: cannot set up the probe's cgroups: ${hello#error }" >&2; exit 2 ;;
+esac
 
-if opts["subreaper"]:
-    import ctypes
-    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
-srv, cli = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-r4, w4 = os.pipe(); r5, w5 = os.pipe(); rlog, wlog = os.pipe()
-t0 = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    try:
-        devnull = os.open("/dev/null", os.O_RDWR)
-        # park the fds high first so the dup2 onto 0-5 cannot clobber them
-        hi = []
-        for i, fd in enumerate((cli.fileno(), w4, w5, wlog, devnull)):
-            os.dup2(fd, 200 + i); hi.append(200 + i)
-        os.dup2(hi[4], 0); os.dup2(hi[4], 1); os.dup2(hi[3], 2)
-        os.dup2(hi[0], 3); os.dup2(hi[1], 4); os.dup2(hi[2], 5)
-        os.closerange(6, 4096)
-        os.execv(cmd[0], cmd)
-    finally:
-        os._exit(127)
-cli.close(); os.close(w4); os.close(w5); os.close(wlog)
-srv.sendall(open(jobfile, "rb").read()); srv.shutdown(socket.SHUT_WR)
-
-bufs = {r4: b"", r5: b"", rlog: b""}
-open_fds = [r4, r5, rlog]
-first_ms = None; max_pids = 0; killed = False; child_uid = ""; kill_t = None
-pids_file = next((c + "/pids.current" for c in cgs if "/pids/" in c), None)
-deadline = t0 + opts["timeout"]
-while open_fds:
-    now = time.monotonic()
-    if now > deadline and not killed:
-        os.kill(pid, signal.SIGKILL); killed = True; kill_t = now
-    if killed and now - kill_t > 40:
-        break                      # something in the jail still holds the pipes
-    if opts["kill_after"] is not None and not killed and now - t0 > opts["kill_after"]:
-        os.kill(pid, opts["sig"]); killed = True; kill_t = now
-    r, _, _ = select.select(open_fds, [], [], 0.02)
-    for fd in r:
-        d = os.read(fd, 65536)
-        if not d:
-            open_fds.remove(fd); continue
-        if fd == r4 and first_ms is None:
-            first_ms = (time.monotonic() - t0) * 1000
-            try:   # the jailed python is nsjail's only child
-                kid = int(open("/proc/%d/task/%d/children" % (pid, pid)).read().split()[0])
-            except Exception:
-                kid = None
-            if opts["child_uid"] and kid:
-                st = open("/proc/%d/status" % kid).read()
-                child_uid = " | ".join(" ".join(l.split()) for l in st.splitlines()
-                                       if l.startswith(("Uid:", "Gid:")))
-            if opts["kill_child"] and kid:
-                os.kill(kid, signal.SIGKILL)   # from outside the pid namespace
-        bufs[fd] += d
-    if pids_file:
-        try: max_pids = max(max_pids, int(open(pids_file).read()))
-        except Exception: pass
-_, status = os.waitpid(pid, 0)
-total_ms = (time.monotonic() - t0) * 1000
-rc = os.waitstatus_to_exitcode(status)
-empty_ms = ""
-if killed and opts["kill_after"] is not None and cgs:
-    # how long until every process of the cgroup is gone
-    def empty():
-        if opts["subreaper"]:
-            try:
-                while os.waitpid(-1, os.WNOHANG)[0] > 0: pass
-            except ChildProcessError:
-                pass
-        if any(open(c + "/cgroup.procs").read().strip() for c in cgs):
-            return False
-        return not pids_file or open(pids_file).read().strip() == "0"
-    while time.monotonic() - kill_t < 10:
-        if empty():
-            empty_ms = "%.1f" % ((time.monotonic() - kill_t) * 1000); break
-        time.sleep(0.005)
-    else:
-        empty_ms = "never"
-for name, val in (("out", bufs[r4]), ("err", bufs[r5]), ("log", bufs[rlog])):
-    open(os.path.join(outdir, name), "wb").write(val)
-for name, val in (("rc", rc), ("first_ms", "" if first_ms is None else "%.1f" % first_ms),
-                  ("total_ms", "%.1f" % total_ms), ("max_pids", max_pids),
-                  ("empty_ms", empty_ms), ("child_uid", child_uid)):
-    open(os.path.join(outdir, name), "w").write(str(val))
-EOF
-
-export NSJAIL CFG VENV PYEXEC_DIR="$WORK/pyexec"
-R=""   # result dir of the last run
-run_job() { # run_job NAME [launcher opts...] <<< job code
-  R="$WORK/run.$1"; mkdir -p "$R"; shift
-  cat > "$R/job.py"
-  "$HOSTPY" "$WORK/launch.py" "$R" "$R/job.py" "$@"
-}
-rc()  { cat "$R/rc"; }
-out() { cat "$R/out"; }
-has() { grep -qE -- "$1" "$R/out"; }          # job stdout contains regex
-loghas() { grep -qE -- "$1" "$R/log"; }      # nsjail log contains regex
-show_failure() { # print context when a run did not go as expected
-  sed 's/^/      out| /' "$R/out" | head -20
-  sed 's/^/      err| /' "$R/err" | tail -8
-  grep -vE 'Mount: |Symlink: |map: |Jail parameters' "$R/log" | sed 's/^/      log| /' | tail -8
+drive() { # drive COMMAND key=value...: one request, one reply
+  local reply
+  printf '%s\n' "$(printf '%q ' "$@")" >&"$drv_out"
+  if ! IFS= read -r reply <&"$drv_in"; then
+    echo "probe-jail: the driver died; its log:" >&2; tail -20 "$WORK/driver.log" >&2; exit 2
+  fi
+  [ "$reply" = done ] && return 0
+  echo "      driver: $reply"
+  return 1
 }
 
-echo "== probe-jail: $CFG with $NSJAIL"
+# ---------------------------------------------------------------- reporting
+M=""                        # the mode the current lines are about
+declare -A passes failures
+fails=0
+pass() { printf 'PASS  [%s] %s\n' "$M" "$*"; passes[$M]=$(( ${passes[$M]:-0} + 1 )); }
+fail() { printf 'FAIL  [%s] %s\n' "$M" "$*"; failures[$M]=$(( ${failures[$M]:-0} + 1 )); fails=$((fails + 1)); }
+info() { printf 'INFO  [%s] %s\n' "$M" "$*"; }
+check() { # check "description" cmd...: PASS if cmd succeeds
+  local d=$1; shift
+  if "$@"; then pass "$d"; else fail "$d"; return 1; fi
+}
 
-# ================================================================ 1. basics
-run_job basic --child-uid <<'EOF'
-import os, sys
-import stat
-kinds = []
-for fd in range(0, 6):
-    m = os.fstat(fd).st_mode
-    kinds.append("sock" if stat.S_ISSOCK(m) else "fifo" if stat.S_ISFIFO(m) else "chr" if stat.S_ISCHR(m) else "other")
-print("FDS", " ".join(kinds))
-extra = []
-for fd in range(6, 128):
+R=""                        # the result directory of the last job
+job() { # job NAME [driver options...] < probe script: one job in mode $M
+  local name=$1; shift
+  R=$WORK/run.$M.$name; mkdir -p "$R"; cat > "$R/job.py"
+  drive run "mode=$M" "name=$name" "$@"
+}
+dir_of() { echo "$WORK/run.$M.$1"; }
+has() { grep -qE -- "$1" "$R/out"; }                 # the job's stdout matches
+fact() { awk -v k="$1" '$1 == k { sub(/^[^ ]+ ?/, ""); print; exit }' "${2:-$R}/facts" 2>/dev/null; }
+is() { [ "$(fact "$1")" = "$2" ]; }                  # a fact equals a value
+answered() { grep -q '^{"type":"result"' "$R/answer" 2>/dev/null; }
+line() { grep -E -- "$1" "$R/out" | head -1 | cut -d' ' -f2-; }
+ending() { if [ "$M" = spawn ]; then echo "rc $(fact rc)"; else echo "$(fact exit)"; fi; }
+killed() { # the job's process died of SIGKILL (spawn: nsjail's 137; fork: the zygote's report)
+  if [ "$M" = spawn ]; then is rc 137; else is exit "signal 9"; fi
+}
+show() { # context for a failure
+  sed 's/^/      out| /' "$R/out" 2>/dev/null | head -15
+  sed 's/^/      err| /' "$R/err" 2>/dev/null | tail -8
+  grep -vE 'Mount: |Symlink: |map: |Jail parameters' "$R/log" 2>/dev/null | sed 's/^/      log| /' | tail -6
+  grep -E '^(rc|exit|start_failed|send_failed|timed_out|end|kill_reason) ' "$R/facts" 2>/dev/null | sed 's/^/      fact| /'
+  return 0
+}
+mib() { awk -v b="$1" 'BEGIN { if (b ~ /^[0-9]+$/) printf "%d MiB", b / 1048576; else print b }'; }
+median() { sort -n | awk '{a[NR] = $1} END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2); else print "?" }'; }
+
+echo "== probe-jail: $CFG, $RUNNER_DIR, $NSJAIL; cgroup $CGMODE; modes: $MODES"
+
+# ================================================================ basics
+basics() {
+  job basic <<'EOF'
+import ctypes, fcntl, os, socket, stat, sys
+libc = ctypes.CDLL(None, use_errno=True)
+# Every descriptor the script can reach (no /proc: fstat each number).
+null = os.stat("/dev/null").st_rdev
+fds = []
+for fd in range(4096):
     try:
-        os.fstat(fd); extra.append(fd)
+        st = os.fstat(fd)
     except OSError:
-        pass
-print("EXTRAFDS", extra)
-print("PYTHON", sys.version.split()[0], sys.executable, sys.prefix)
+        continue
+    if stat.S_ISSOCK(st.st_mode):
+        s = socket.socket(fileno=fd)
+        kind = "unix-stream" if (s.family, s.type) == (socket.AF_UNIX, socket.SOCK_STREAM) \
+            else f"socket-{int(s.family)}-{int(s.type)}"
+        s.detach()
+    elif stat.S_ISFIFO(st.st_mode):
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        kind = {os.O_WRONLY: "pipe-w", os.O_RDONLY: "pipe-r"}.get(access, "pipe-rw") + f":{st.st_ino}"
+    elif stat.S_ISCHR(st.st_mode) and st.st_rdev == null:
+        kind = "null"
+    else:
+        kind = f"other-{st.st_mode:o}"
+    fds.append(f"{fd}={kind}")
+print("FDS", " ".join(fds))
+os.write(1, b"MARK fd1\n")
+os.write(2, b"MARK fd2\n")
+print("PYTHON", sys.version.split()[0], sys.executable)
 print("IDS", os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups()))
 print("PID", os.getpid())
 print("HOST", os.uname().nodename)
 print("CWD", os.getcwd())
+print("ENV", sorted(os.environ))
+header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+data = (ctypes.c_uint32 * 6)()
+libc.syscall(125, header, data)          # capget
+print("CAPS", data[0] | data[3] << 32, data[1] | data[4] << 32, data[2] | data[5] << 32)
+print("NO_NEW_PRIVS", libc.prctl(39, 0, 0, 0, 0))
+print("SECCOMP_MODE", libc.prctl(21, 0, 0, 0, 0))
+import resource
+print("RLIMITS", {n: resource.getrlimit(getattr(resource, "RLIMIT_" + n))
+                  for n in ("FSIZE", "NOFILE", "CPU", "AS", "CORE", "STACK")})
+for p in ("/proc", "/sys", "/etc", "/root", "/home", "/bin", "/usr/bin/sh", "/usr/bin/env"):
+    print("EXISTS", p, os.path.exists(p))
+print("DEV", sorted(os.listdir("/dev")))
 import numpy as np, pandas as pd
 a = np.arange(90000, dtype=float).reshape(300, 300)
 print("MATMUL", float((a @ a.T).trace()) > 0)
 df = pd.DataFrame({"k": ["a", "b", "a", "c"] * 250, "v": range(1000)})
-g = df.groupby("k")["v"].sum().to_dict()
-print("GROUPBY", g == {"a": sum(range(0, 1000, 4)) + sum(range(2, 1000, 4)), "b": sum(range(1, 1000, 4)), "c": sum(range(3, 1000, 4))})
+print("GROUPBY", df.groupby("k")["v"].sum().to_dict() == {
+    "a": sum(range(0, 1000, 4)) + sum(range(2, 1000, 4)), "b": sum(range(1, 1000, 4)),
+    "c": sum(range(3, 1000, 4))})
 print("TZ", pd.Timestamp("2024-06-01 12:00", tz="Europe/Paris").tz_convert("UTC").hour == 10)
-import multiprocessing, math
+import math, multiprocessing
 with multiprocessing.Pool(2) as p:
     print("POOL", p.map(math.factorial, range(6)) == [1, 1, 2, 6, 24, 120])
-def sq(x):
+def square(x):
     return x * x
 with multiprocessing.Pool(2) as p:
-    print("POOLFN", p.map(sq, range(5)) == [0, 1, 4, 9, 16])
+    print("POOLFN", p.map(square, range(5)) == [0, 1, 4, 9, 16])
 import threading
 t = threading.Thread(target=lambda: None); t.start(); t.join()
 print("THREAD", True)
 print("CPUS", os.cpu_count())
-print("ENV", sorted(os.environ))
-import resource
-print("RLIMITS", {n: resource.getrlimit(getattr(resource, "RLIMIT_" + n)) for n in ("FSIZE", "NOFILE", "CPU", "AS", "CORE", "STACK")})
-for p in ("/proc", "/sys", "/etc", "/root", "/home", "/bin", "/usr/bin/sh", "/usr/bin/env"):
-    print("EXISTS", p, os.path.exists(p))
-print("DEV", sorted(os.listdir("/dev")))
-import time; time.sleep(0.5)
 EOF
-if [ "$(rc)" = 0 ] && has '^PYTHON 3\.11'; then pass "python starts in the jail ($(grep ^PYTHON "$R/out" | cut -d' ' -f2-))"; else fail "python starts in the jail (rc=$(rc))"; show_failure; fi
-check "numpy matmul works" has '^MATMUL True'
-check "pandas groupby works" has '^GROUPBY True'
-check "pandas tz_convert works (zoneinfo/tzdata)" has '^TZ True'
-check "multiprocessing.Pool(2).map works (builtin fn)" has '^POOL True'
-check "multiprocessing.Pool(2).map works (fn defined by the job)" has '^POOLFN True'
-check "threads work (clone3 -> ENOSYS falls back to clone)" has '^THREAD True'
-check "uid/gid inside are 1000/1000, no supplementary groups" has '^IDS 1000 1000 1000 1000 \[(1000)?\]'
-cu=$(cat "$R/child_uid")
-if echo "$cu" | grep -qE '^Uid: 65534 65534 65534 65534 \| Gid: 65534 65534 65534 65534$'; then pass "jailed process is uid/gid 65534 on the host"; else fail "jailed process is uid/gid 65534 on the host ($cu)"; fi
-info "job is $(grep ^PID "$R/out") inside its pid namespace (python is the namespace's init)"
-check "hostname is pyexec" has '^HOST pyexec$'
-check "cwd is /tmp" has '^CWD /tmp$'
-check "env has only the listed variables" has "^ENV \['HOME', 'LANG', 'MKL_NUM_THREADS', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TZ'\]$"
-check "fd 0,1 /dev/null, fd 2 pipe, fd 3 socket, fd 4/5 pipes" has '^FDS chr chr fifo sock fifo fifo$'
-check "no other fd leaks into the jail" has '^EXTRAFDS \[\]$'
-check "command-line --rlimit_* override the cfg (fsize 10M, nofile 128, cpu 30)" \
-  has "'FSIZE': \(10485760, 10485760\), 'NOFILE': \(128, 128\), 'CPU': \(30, 30\)"
-check "rlimit core 0, as 1 GiB, stack 8 MiB" has "'AS': \(1073741824, 1073741824\), 'CORE': \(0, 0\), 'STACK': \(8388608, 8388608\)"
-check "/proc is absent" has '^EXISTS /proc False'
-check "/sys, /etc, /root, /home are absent" bash -c "grep -qE '^EXISTS /sys False' $R/out && grep -qE '^EXISTS /etc False' $R/out && grep -qE '^EXISTS /root False' $R/out && grep -qE '^EXISTS /home False' $R/out"
-check "no shell or tools (/bin, /usr/bin/sh, /usr/bin/env absent)" bash -c "grep -qE '^EXISTS /bin False' $R/out && grep -qE '^EXISTS /usr/bin/sh False' $R/out && grep -qE '^EXISTS /usr/bin/env False' $R/out"
-check "/dev holds only null, random, shm, urandom, zero" has "^DEV \['null', 'random', 'shm', 'urandom', 'zero'\]$"
-info "os.cpu_count() in the jail: $(grep ^CPUS "$R/out" | cut -d' ' -f2)"
-check "nsjail log has the exit line" loghas '^\[I\]\[[^]]+\] pid=[0-9]+ \(\[STANDALONE MODE\]\) exited with status: 0, \(PIDs left: 0\)$'
+  if answered && has '^PYTHON 3\.'; then pass "python runs the job and answers ($(line '^PYTHON'))"
+  else fail "python runs the job and answers"; show; fi
+  check "numpy matmul works" has '^MATMUL True'
+  check "pandas groupby works" has '^GROUPBY True'
+  check "pandas tz_convert works (zoneinfo)" has '^TZ True'
+  check "multiprocessing.Pool(2).map works (a builtin)" has '^POOL True'
+  check "multiprocessing.Pool(2).map works (a function the script defines)" has '^POOLFN True'
+  check "threads work (clone3 gets ENOSYS, glibc falls back to clone)" has '^THREAD True'
+  check "uid/gid inside are 1000/1000, no supplementary groups" has '^IDS 1000 1000 1000 1000 \[(1000)?\]$'
+  check "the job process is uid/gid 65534 on the host ($(fact job_Uid) / $(fact job_Gid))" \
+    eval 'is job_Uid "65534 65534 65534 65534" && is job_Gid "65534 65534 65534 65534"'
+  check "the job process is PID 1 of its own pid namespace (inside: $(line '^PID'); NSpid $(fact job_NSpid))" \
+    eval 'has "^PID 1$" && [[ "$(fact job_NSpid)" =~ \ 1$ ]]'
+  check "hostname is pyexec" has '^HOST pyexec$'
+  check "cwd is /tmp" has '^CWD /tmp$'
+  check "the environment holds only the cfg's variables" \
+    has "^ENV \['HOME', 'LANG', 'MKL_NUM_THREADS', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TZ'\]$"
+  check_fds
+  check "fd 1 and fd 2 are the job's stdout and stderr capture pipes" \
+    eval 'grep -q "^MARK fd1$" "$R/out" && grep -q "^MARK fd2$" "$R/err"'
+  check "rlimits: fsize 10 MiB, nofile 128, cpu 11 s (the server's, over the cfg's)" \
+    has "'FSIZE': \(10485760, 10485760\), 'NOFILE': \(128, 128\), 'CPU': \(11, 11\)"
+  check "rlimits: address space 1 GiB, no core, stack 8 MiB" \
+    has "'AS': \(1073741824, 1073741824\), 'CORE': \(0, 0\), 'STACK': \(8388608, 8388608\)"
+  check "/proc is absent" has '^EXISTS /proc False'
+  check "/sys, /etc, /root, /home are absent" \
+    eval 'has "^EXISTS /sys False" && has "^EXISTS /etc False" && has "^EXISTS /root False" && has "^EXISTS /home False"'
+  check "no shell or tools (/bin, /usr/bin/sh, /usr/bin/env absent)" \
+    eval 'has "^EXISTS /bin False" && has "^EXISTS /usr/bin/sh False" && has "^EXISTS /usr/bin/env False"'
+  check "/dev holds only null, random, shm, urandom, zero" has "^DEV \['null', 'random', 'shm', 'urandom', 'zero'\]$"
+  check "no capabilities, inside (capget: $(line '^CAPS'))" has '^CAPS 0 0 0$'
+  check "no capabilities, from the host (eff $(fact job_CapEff), prm $(fact job_CapPrm), inh $(fact job_CapInh), amb $(fact job_CapAmb))" \
+    eval '(for k in CapEff CapPrm CapInh CapAmb; do is job_$k 0000000000000000 || exit 1; done)'
+  check "no_new_privs is set (inside and from the host)" eval 'has "^NO_NEW_PRIVS 1$" && is job_NoNewPrivs 1'
+  check "seccomp filter mode before the job is sent (host: Seccomp $(fact job_Seccomp), $(fact job_Seccomp_filters) filters; inside: mode $(line '^SECCOMP_MODE'))" \
+    eval 'is job_Seccomp 2 && has "^SECCOMP_MODE 2$"'
+  check "the job process is in the job's cgroups before the job is sent ($(fact job_cgroup_memory))" \
+    eval '(for c in memory pids cpu; do [ -n "$(fact job_cgroup_$c)" ] && [ "$(fact job_cgroup_$c)" = "$(fact cg_path_$c)" ] || exit 1; done)'
+  local tasks=128; [ "$M" = spawn ] && tasks=129   # spawn: nsjail is in the cgroup too
+  check "the job's cgroup limits: memory 256 MiB, $tasks tasks, 1 CPU ($(fact cg_memory_limit), $(fact cg_pids_max), $(fact cg_cpu_max))" \
+    eval 'is cg_memory_limit 268435456 && is cg_pids_max '$tasks' && is cg_cpu_max "100000 100000"'
+  info "os.cpu_count() $(line '^CPUS'); bounding set $(fact job_CapBnd); peak memory of this job's cgroup $(mib "$(fact cg_memory_peak)"); ready $(fact ready_ms) ms after launch"
+}
 
-# ================================================================ 2. network
-run_job net <<'EOF'
-import socket, errno
-for host in ("127.0.0.1", "8.8.8.8"):
+check_fds() { # exactly: 0 /dev/null, 1 and 2 two different write-only pipes, one unix stream
+  # socket and one /dev/null on private fds >= 10 (the job channel and the runner's copy)
+  local fds; fds=$(line '^FDS')
+  local re='^0=null 1=pipe-w:([0-9]+) 2=pipe-w:([0-9]+) ([0-9]+)=(unix-stream|null) ([0-9]+)=(unix-stream|null)$'
+  if [[ $fds =~ $re ]] && [ "${BASH_REMATCH[1]}" != "${BASH_REMATCH[2]}" ] \
+     && [ "${BASH_REMATCH[4]}" != "${BASH_REMATCH[6]}" ] \
+     && [ "${BASH_REMATCH[3]}" -ge 10 ] && [ "${BASH_REMATCH[5]}" -ge 10 ]; then
+    pass "the script reaches exactly fd 0 /dev/null, 1+2 the capture pipes, a unix socket and a /dev/null on private fds ($fds)"
+  else
+    fail "the script reaches exactly fd 0 /dev/null, 1+2 the capture pipes, a unix socket and a /dev/null on private fds, and nothing else (got: ${fds:-nothing})"
+  fi
+}
+
+# ================================================================ network
+network() {
+  job net <<'EOF'
+import errno, fcntl, os, socket, struct
+def name(exc):
+    return "timeout" if isinstance(exc, socket.timeout) else errno.errorcode.get(exc.errno, str(exc.errno))
+def udp(family, address):
+    # connect() on a UDP socket sends nothing: it only looks up a route.
     try:
-        socket.create_connection((host, 53), timeout=2).close()
-        print("CONNECT", host, "OK")
-    except OSError as e:
-        print("CONNECT", host, "FAIL", errno.errorcode.get(e.errno, e.errno))
+        s = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as exc:
+        return name(exc)
+    try:
+        s.connect(address)
+        return "OK"
+    except OSError as exc:
+        return name(exc)
+    finally:
+        s.close()
+udp4 = udp(socket.AF_INET, ("192.0.2.1", 9))        # TEST-NET-1
+print("UDP4", udp4)
+print("UDP6", udp(socket.AF_INET6, ("2001:db8::1", 9)))  # the IPv6 documentation prefix
+udp_lo = udp(socket.AF_INET, ("127.0.0.1", 53))
+print("UDPLO", udp_lo)
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # loopback only, never off the machine
+s.settimeout(2)
 try:
-    socket.getaddrinfo("example.com", 80); print("DNS OK")
-except OSError as e:
-    print("DNS FAIL", e)
+    s.connect(("127.0.0.1", 9)); print("TCPLO OK")
+except OSError as exc:
+    print("TCPLO", name(exc))
 print("IFACES", socket.if_nameindex())
+up = []
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _, ifname in socket.if_nameindex():
+    request = struct.pack("16sH22x", ifname.encode(), 0)
+    flags = struct.unpack("16sH22x", fcntl.ioctl(probe, 0x8913, request))[1]   # SIOCGIFFLAGS
+    if flags & 1:                                                               # IFF_UP
+        up.append(ifname)
+print("UP", up)
+# With no /etc, glibc asks only 127.0.0.1:53: the lookup can send nothing while
+# loopback and the world have no route. Otherwise it is not tried at all.
+if not os.path.exists("/etc") and udp_lo == "ENETUNREACH" and udp4 == "ENETUNREACH":
+    try:
+        socket.getaddrinfo("pyexec-probe.example", 80); print("DNS OK")
+    except socket.gaierror as exc:
+        print("DNS FAIL", exc.errno)
+else:
+    print("DNS NOT-TRIED")
 EOF
-check "connect to 127.0.0.1 fails ($(grep 'CONNECT 127' "$R/out" | cut -d' ' -f3-))" has '^CONNECT 127.0.0.1 FAIL'
-check "connect to 8.8.8.8 fails ($(grep 'CONNECT 8' "$R/out" | cut -d' ' -f3-))" has '^CONNECT 8.8.8.8 FAIL'
-check "DNS resolution fails" has '^DNS FAIL'
-check "only a (down) lo interface exists" has "^IFACES \[\(1, 'lo'\)\]$"
+  answered || show
+  check "no route to the world: UDP connect to 192.0.2.1 gives ENETUNREACH (got $(line '^UDP4'))" has '^UDP4 ENETUNREACH$'
+  check "no IPv6 route: UDP connect to 2001:db8::1 fails (got $(line '^UDP6'))" has '^UDP6 (ENETUNREACH|EAFNOSUPPORT|EADDRNOTAVAIL)$'
+  check "no route to loopback: TCP to 127.0.0.1 gives ENETUNREACH (got $(line '^TCPLO'))" has '^TCPLO ENETUNREACH$'
+  check "the only interface is lo ($(line '^IFACES'))" has "^IFACES \[\(1, 'lo'\)\]$"
+  check "no interface is up (up: $(line '^UP'))" has '^UP \[\]$'
+  check "name resolution fails, without sending ($(line '^DNS'))" has '^DNS FAIL'
+}
 
-# ================================================================ 3. filesystem
-run_job fs <<'EOF'
+# ================================================================ filesystem
+filesystem() {
+  job fs <<'EOF'
 import errno, os
 def try_write(path, size=10):
     try:
@@ -324,203 +357,245 @@ def try_write(path, size=10):
     except OSError as e:
         return errno.errorcode.get(e.errno, str(e.errno))
 for p in ("/x", "/usr/x", "/usr/lib/python3.11/x", "/opt/x", "/opt/pyexec/sandbox-venv/x",
-          "/opt/pyexec/sandbox-venv/lib/python3.11/site-packages/x", "/pyexec/x", "/dev/x", "/tmp/x", "/dev/shm/x"):
+          "/opt/pyexec/sandbox-venv/lib/python3.11/site-packages/x", "/pyexec/x", "/dev/x",
+          "/tmp/x", "/dev/shm/x"):
     print("WRITE", p, try_write(p))
 print("WRITE devnull", try_write("/dev/null"))
 try:
     os.mkdir("/newdir"); print("MKDIR / OK")
 except OSError as e:
     print("MKDIR /", errno.errorcode[e.errno])
-print("BIG", try_write("/tmp/big", 11 * 1024 * 1024))
-print("BIGSIZE", os.path.getsize("/tmp/big"))
-# fill /tmp (64 MiB cap) with files under the 10 MiB fsize limit
-res = "OK"
-for i in range(8):
+for p in ("/tmp", "/dev/shm"):
+    st = os.statvfs(p)
+    print("SIZE", p, st.f_blocks * st.f_frsize)
+print("BIG", try_write("/tmp/big", 11 * 1024 * 1024), os.path.getsize("/tmp/big"))
+os.unlink("/tmp/big")
+result = "OK"
+for i in range(8):                       # 8 x 9 MiB files, each under the 10 MiB fsize limit
     r = try_write("/tmp/fill%d" % i, 9 * 1024 * 1024)
     if r != "OK":
-        res = "%s at file %d" % (r, i); break
-print("FILLTMP", res)
-# exec of a file written to /tmp (noexec)
+        result = "%s at file %d" % (r, i); break
+print("FILLTMP", result)
 for i in range(8):
     try: os.unlink("/tmp/fill%d" % i)
     except OSError: pass
-with open("/tmp/t.sh", "w") as f: f.write("#!/usr/bin/python3.11\n")
+with open("/tmp/t.sh", "w") as f:
+    f.write("#!/usr/bin/python3.11\n")
 os.chmod("/tmp/t.sh", 0o755)
 try:
     os.execv("/tmp/t.sh", ["/tmp/t.sh"])
 except OSError as e:
     print("EXECTMP", errno.errorcode[e.errno])
 EOF
-for p in / /usr /usr/lib/python3.11 /opt /opt/pyexec/sandbox-venv /opt/pyexec/sandbox-venv/lib/python3.11/site-packages /pyexec /dev; do
-  q=$p; [ "$p" = / ] && q=""
-  r=$(grep -E "^WRITE $q/x " "$R/out" | awk '{print $3}')
-  if [ -n "$r" ] && [ "$r" != OK ]; then pass "write to $p fails ($r)"; else fail "write to $p fails (got '${r:-nothing}')"; fi
-done
-check "mkdir in / fails" has '^MKDIR / E'
-check "write to /tmp works" has '^WRITE /tmp/x OK'
-check "write to /dev/shm works" has '^WRITE /dev/shm/x OK'
-check "write to /dev/null works" has '^WRITE devnull OK'
-check "an 11 MiB file write fails with EFBIG (file stops at 10 MiB)" bash -c "grep -q '^BIG EFBIG' $R/out && grep -q '^BIGSIZE 10485760' $R/out"
-check "/tmp is capped (ENOSPC before 64 MiB)" has '^FILLTMP ENOSPC'
-check "exec from /tmp is refused (noexec)" has '^EXECTMP EACCES'
+  answered || show
+  local p q r
+  for p in / /usr /usr/lib/python3.11 /opt /opt/pyexec/sandbox-venv \
+           /opt/pyexec/sandbox-venv/lib/python3.11/site-packages /pyexec /dev; do
+    q=$p; [ "$p" = / ] && q=""
+    r=$(grep -E "^WRITE $q/x " "$R/out" | awk '{print $3}')
+    if [ -n "$r" ] && [ "$r" != OK ]; then pass "write to $p fails ($r)"; else fail "write to $p fails (got '${r:-nothing}')"; fi
+  done
+  check "mkdir in / fails" has '^MKDIR / E'
+  check "write to /tmp works" has '^WRITE /tmp/x OK'
+  check "write to /dev/shm works" has '^WRITE /dev/shm/x OK'
+  check "write to /dev/null works" has '^WRITE devnull OK'
+  check "/tmp is a 64 MiB tmpfs, /dev/shm 16 MiB" eval 'has "^SIZE /tmp 67108864$" && has "^SIZE /dev/shm 16777216$"'
+  check "an 11 MiB write fails with EFBIG, the file stops at 10 MiB" has '^BIG EFBIG 10485760$'
+  check "/tmp fills up (ENOSPC before 64 MiB)" has '^FILLTMP ENOSPC'
+  check "exec from /tmp is refused (noexec)" has '^EXECTMP EACCES'
+}
 
-# ================================================================ 4. seccomp
-cat > "$WORK/seccomp_job.py" <<'EOF'
+# ================================================================ seccomp
+# Each call with arguments that do no harm if it were allowed; the tag says
+# which wall must refuse it: P = nsjail.cfg's policy, J = the job's own filter
+# (python/confine.py). Without the walls the first call (unshare of a user and
+# a mount namespace) is the escape itself, and gives the calls after it the
+# capabilities that make the kernel answer something other than EPERM.
+cat > "$WORK/seccomp.py" <<'EOF'
 import ctypes, errno, os
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
-# x86_64 syscall numbers; arguments chosen to be harmless if allowed
-calls = {
-    "ptrace": (101, 0x10, 1, 0, 0),            # PTRACE_ATTACH pid 1
-    "process_vm_readv": (310, 1, 0, 0, 0, 0, 0),
-    "pidfd_getfd": (438, 0, 0, 0),
-    "kcmp": (312, 1, 1, 0, 0, 0),
-    "perf_event_open": (298, 0, 0, -1, -1, 0),
-    "bpf": (321, 0, 0, 0),
-    "userfaultfd": (323, 0),
-    "keyctl": (250, 0, 0),
-    "add_key": (248, 0, 0, 0, 0, 0),
-    "mount": (165, 0, 0, 0, 0, 0),
-    "umount2": (166, 0, 0),
-    "fsopen": (430, 0, 0),
-    "open_tree": (428, -100, 0, 0),
-    "pivot_root": (155, 0, 0),
-    "chroot": (161, 0),
-    "setns": (308, -1, 0),
-    "finit_module": (313, -1, 0, 0),
-    "kexec_load": (246, 0, 0, 0, 0),
-    "open_by_handle_at": (304, -1, 0, 0),
-    "io_uring_setup": (425, 1, 0),
-    "personality(ADDR_NO_RANDOMIZE)": (135, 0x0040000),
-    "clone(CLONE_NEWUSER)": (56, 0x10000000 | 17, 0, 0, 0, 0),
-    "clone3": (435, 0, 0),
-    # last: in the control run (no filter) this succeeds and moves the job
-    # into a new user namespace, which would change the later results
-    "unshare": (272, 0x10000000),              # CLONE_NEWUSER
-}
-for name, (nr, *args) in calls.items():
+me = os.getpid()
+X32 = 0x40000000
+NEW = {"NEWNS": 0x20000, "NEWCGROUP": 0x2000000, "NEWUTS": 0x4000000, "NEWIPC": 0x8000000,
+       "NEWUSER": 0x10000000, "NEWPID": 0x20000000, "NEWNET": 0x40000000}
+CALLS = [
+    # Before the unshare: once in a user namespace of its own with no uid map,
+    # the kernel would refuse a nested one anyway.
+    ("clone(NEWUSER)", "PJ", 56, NEW["NEWUSER"] | 17, 0, 0, 0, 0),
+    ("unshare(NEWUSER|NEWNS)", "J", 272, NEW["NEWUSER"] | NEW["NEWNS"]),
+    ("setns", "J", 308, -1, 0),
+    ("mount", "J", 165, 0, 0, 0, 0, 0),
+    ("umount2", "PJ", 166, 0, 0),
+    ("open_tree", "PJ", 428, -100, 0, 0),
+    ("move_mount", "PJ", 429, -1, 0, -1, 0, 0),
+    ("fsopen", "PJ", 430, 0, 0),
+    ("fsconfig", "PJ", 431, -1, 0, 0, 0, 0),
+    ("fsmount", "PJ", 432, -1, 0, 0),
+    ("fspick", "PJ", 433, -100, 0, 0),
+    ("mount_setattr", "PJ", 442, -1, 0, 0, 0, 0),
+    ("open_tree_attr", "J", 467, -100, 0, 0, 0, 0),
+    ("pivot_root", "PJ", 155, 0, 0),
+    ("chroot", "PJ", 161, 0),
+] + [("clone(%s)" % flag, "PJ", 56, value | 17, 0, 0, 0, 0) for flag, value in NEW.items()
+      if flag != "NEWUSER"] + [
+    ("clone3", "PJ", 435, 0, 0),
+    ("x32:getpid", "J", X32 | 39),
+    ("x32:unshare(NEWUSER)", "J", X32 | 272, NEW["NEWUSER"]),
+    ("x32:mount", "J", X32 | 165, 0, 0, 0, 0, 0),
+    ("ptrace(GETREGS,self)", "P", 101, 12, me, 0, 0),
+    ("process_vm_readv", "P", 310, me, 0, 0, 0, 0, 0),
+    ("process_vm_writev", "P", 311, me, 0, 0, 0, 0, 0),
+    ("process_madvise", "P", 440, -1, 0, 0, 0, 0),
+    ("pidfd_getfd", "P", 438, -1, 0, 0),
+    ("kcmp", "P", 312, me, me, 0, 0, 0),
+    ("perf_event_open", "P", 298, 0, 0, -1, -1, 0),
+    ("bpf", "P", 321, 0, 0, 0),
+    ("userfaultfd(USER_MODE_ONLY)", "P", 323, 1),
+    ("keyctl", "P", 250, 0, 0),
+    ("add_key", "P", 248, 0, 0, 0, 0, 0),
+    ("request_key", "P", 249, 0, 0, 0, 0),
+    ("init_module", "P", 175, 0, 0, 0),
+    ("finit_module", "P", 313, -1, 0, 0),
+    ("delete_module", "P", 176, 0, 0),
+    ("kexec_load", "P", 246, 0, 0, 0, 0),
+    ("kexec_file_load", "P", 320, -1, -1, 0, 0, 0),
+    ("open_by_handle_at", "P", 304, -1, 0, 0),
+    ("name_to_handle_at", "P", 303, -100, 0, 0, 0, 0),
+    ("io_uring_setup", "P", 425, 1, 0),
+    ("io_uring_enter", "P", 426, -1, 0, 0, 0, 0, 0),
+    ("io_uring_register", "P", 427, -1, 0, 0, 0),
+    ("reboot", "P", 169, 0, 0, 0, 0),
+    ("swapon", "P", 167, 0, 0),
+    ("swapoff", "P", 168, 0),
+    ("acct", "P", 163, 0),
+    ("quotactl", "P", 179, 0, 0, 0, 0),
+    ("quotactl_fd", "P", 443, -1, 0, 0, 0),
+    ("iopl(0)", "P", 172, 0),
+    ("ioperm(off)", "P", 173, 0, 0, 0),
+    ("lookup_dcookie", "P", 212, 0, 0, 0),
+    ("vhangup", "P", 153),
+    ("syslog(SIZE_BUFFER)", "P", 103, 10, 0, 0),
+    ("personality(ADDR_NO_RANDOMIZE)", "P", 135, 0x0040000),
+]
+RETURNS_FD = {"open_tree", "fsopen", "fsmount", "fspick", "open_tree_attr", "pidfd_getfd",
+              "perf_event_open", "bpf", "userfaultfd(USER_MODE_ONLY)", "io_uring_setup"}
+print("CALLS", len(CALLS))
+for name, walls, number, *args in CALLS:
     ctypes.set_errno(0)
-    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    r = libc.syscall(ctypes.c_long(number), *[ctypes.c_long(a) for a in args])
     if r == 0 and name.startswith("clone"):
-        os._exit(0)          # in case the clone was allowed: the child leaves now
-    e = ctypes.get_errno()
-    print("SYSCALL", name, "ret=%d" % r, errno.errorcode.get(e, e) if r == -1 else "-")
+        os._exit(0)                   # the child of an allowed clone leaves at once
+    code = ctypes.get_errno()
+    if r > 0 and name.startswith("clone"):
+        os.waitpid(r, 0); result = "forked"
+    elif r >= 0 and name in RETURNS_FD:
+        os.close(r); result = "fd"
+    elif r == -1:
+        result = errno.errorcode.get(code, str(code))
+    else:
+        result = "ret=%d" % r
+    print("SYSCALL", name, walls, result)
 print("PERSONA_QUERY", libc.syscall(ctypes.c_long(135), ctypes.c_long(0xffffffff)))
 EOF
-run_job seccomp < "$WORK/seccomp_job.py"
-cp "$R/out" "$WORK/seccomp.with"
-# (a command-line --seccomp_string is APPENDED to the cfg's policy, so the
-# control run uses a copy of the cfg without the seccomp_string lines)
-grep -v '^seccomp_string:' "$CFG" > "$WORK/noseccomp.cfg"
-CFG=$WORK/noseccomp.cfg run_job seccomp_off < "$WORK/seccomp_job.py"
-cp "$R/out" "$WORK/seccomp.without"
-while read -r _ name _ e; do
-  ctl=$(grep -F "SYSCALL $name " "$WORK/seccomp.without" | awk '{print $4}')
-  want=EPERM; [ "$name" = clone3 ] && want=ENOSYS
-  if [ "$e" = "$want" ]; then pass "seccomp: $name -> $e (without the filter: ${ctl:-?})"; else fail "seccomp: $name -> $e, want $want"; fi
-done < <(grep '^SYSCALL' "$WORK/seccomp.with")
-[ "$(grep -c '^SYSCALL' "$WORK/seccomp.with")" -ge 24 ] || { fail "seccomp job ran all calls"; R=$WORK/run.seccomp; show_failure; }
-check "personality(0xffffffff) query still allowed" grep -q '^PERSONA_QUERY 0$' "$WORK/seccomp.with"
+seccomp() {
+  local run cfg runner
+  for run in both:$CFG:$RUNNER_DIR policy:$CFG:$WORK/runner-nofilter \
+             filter:$WORK/noseccomp.cfg:$RUNNER_DIR none:$WORK/noseccomp.cfg:$WORK/runner-nofilter; do
+    IFS=: read -r run cfg runner <<< "$run"
+    job "seccomp-$run" "cfg=$cfg" "runner=$runner" < "$WORK/seccomp.py"
+    local n; n=$(grep -c '^SYSCALL' "$R/out")
+    if [ "$n" != "$(line '^CALLS')" ] || ! answered; then
+      fail "seccomp: the $run run made all $(line '^CALLS') calls and answered (made $n)"; show
+    fi
+  done
+  declare -A by_policy by_filter by_none
+  local name walls r want
+  while read -r _ name walls r; do by_policy[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-policy)/out")
+  while read -r _ name walls r; do by_filter[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-filter)/out")
+  while read -r _ name walls r; do by_none[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-none)/out")
+  local np=0 nj=0 policy_leaks="" filter_leaks="" kernel_too="" policy_passes=""
+  R=$(dir_of seccomp-both)
+  while read -r _ name walls r; do
+    want=EPERM; [ "$name" = clone3 ] && want=ENOSYS
+    local ctx="jail policy alone: ${by_policy[$name]:-?}; job filter alone: ${by_filter[$name]:-?}; neither: ${by_none[$name]:-?}"
+    if [ "$r" = "$want" ]; then pass "seccomp: $name -> $r ($ctx)"; else fail "seccomp: $name -> $r, want $want ($ctx)"; fi
+    if [[ $walls == *P* ]]; then
+      np=$((np + 1)); [ "${by_policy[$name]:-}" = "$want" ] || policy_leaks+=" $name=${by_policy[$name]:-?}"
+    elif [ "${by_policy[$name]:-}" != "$want" ]; then
+      policy_passes+=" $name"
+    fi
+    if [[ $walls == *J* ]]; then
+      nj=$((nj + 1)); [ "${by_filter[$name]:-}" = "$want" ] || filter_leaks+=" $name=${by_filter[$name]:-?}"
+    fi
+    [ "${by_none[$name]:-}" = "$want" ] && kernel_too+=" $name"
+  done < <(grep '^SYSCALL' "$R/out")
+  check "seccomp: nsjail.cfg's policy alone refuses all $np calls of its list${policy_leaks:+ (let through:$policy_leaks)}" [ -z "$policy_leaks" ]
+  check "seccomp: the job's own filter alone refuses all $nj calls of its list, installed before the script${filter_leaks:+ (let through:$filter_leaks)}" [ -z "$filter_leaks" ]
+  check "personality(0xffffffff), the query, is still allowed" has '^PERSONA_QUERY 0$'
+  info "seccomp: the jail policy lets through, for the zygote, and only the job filter refuses:${policy_passes:- nothing}"
+  info "seccomp: with neither wall the kernel itself refuses (no capability for it):${kernel_too:- nothing}; every other refusal above comes from a wall"
+}
 
-# ================================================================ 5. log lines
-run_job logkill --kill-child <<'EOF'
-import time
-print("ready")
-time.sleep(10)
-EOF
-info "job SIGKILLed from outside: rc=$(rc), log: $(grep -oE 'pid=.*' "$R/log" | tail -1)"
-check "SIGKILL of the job: rc 137 and 'terminated with signal: SIGKILL (9)'" \
-  bash -c "[ $(rc) = 137 ] && grep -qE 'pid=[0-9]+ \(\[STANDALONE MODE\]\) terminated with signal: SIGKILL \(9\), \(PIDs left: 0\)' $R/log"
-run_job logcpu -- --rlimit_cpu 1 <<'EOF'
-while True: pass
-EOF
-info "rlimit_cpu exhausted: rc=$(rc), log: $(grep -oE 'pid=.*' "$R/log" | tail -1)"
-check "rlimit_cpu (backstop) kills the job (soft=hard, so SIGKILL, not SIGXCPU)" bash -c "[ $(rc) = 137 ]"
-run_job logsetup -- --bindmount_ro /nonexistent-probe-path:/nowhere <<'EOF'
-print("should not run")
-EOF
-info "setup failure: rc=$(rc), log: $(grep -E '^\[[EF]\]' "$R/log" | sed 's/\[[0-9T:+-]*\]//' | tr '\n' ' ')"
-check "setup failure: rc 255 and 'Couldn't launch the child process'" bash -c "[ $(rc) = 255 ] && grep -q \"Couldn't launch the child process\" $R/log"
-
-# ================================================================ 6. cgroups
-cg_dirs=()
-for c in "${CG_CTLS[@]}"; do
-  base=/sys/fs/cgroup/$c
-  [ -d "$base" ] || { fail "cgroup v1 controller $c mounted at $base"; continue; }
-  if [ ! -d "$base/pyexec" ]; then mkdir "$base/pyexec" && made_parent+=("$base/pyexec"); fi
-  mkdir "$base/pyexec/$CG_NAME" && cg_dirs+=("$base/pyexec/$CG_NAME")
-done
-MEM=/sys/fs/cgroup/memory/pyexec/$CG_NAME
-PIDS=/sys/fs/cgroup/pids/pyexec/$CG_NAME
-CPU=/sys/fs/cgroup/cpu/pyexec/$CG_NAME
-echo $((256 * 1024 * 1024)) > "$MEM/memory.limit_in_bytes"
-echo 129 > "$PIDS/pids.max"        # 1 for nsjail itself + 128 for the job
-echo 100000 > "$CPU/cpu.cfs_period_us"
-echo 100000 > "$CPU/cpu.cfs_quota_us"
-CGS=$(IFS=,; echo "${cg_dirs[*]}")
-memstat() { printf 'oom_kill=%s failcnt=%s memsw.failcnt=%s max_usage=%s limit=%s' \
-  "$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")" "$(cat "$MEM/memory.failcnt")" \
-  "$(cat "$MEM/memory.memsw.failcnt" 2>/dev/null)" "$(cat "$MEM/memory.max_usage_in_bytes")" "$(cat "$MEM/memory.limit_in_bytes")"; }
-memreset() { echo 0 > "$MEM/memory.max_usage_in_bytes"; echo 0 > "$MEM/memory.failcnt"; echo 0 > "$MEM/memory.memsw.failcnt" 2>/dev/null; }
-
-# --- 6a. footprint of import numpy+pandas and spawn time
-times=()
-for i in $(seq 10); do
-  memreset
-  run_job spawn$i --cgroups "$CGS" <<'EOF'
-import numpy, pandas; print(1)
-EOF
-  times+=("$(cat "$R/first_ms")")
-  [ "$i" = 1 ] && peak1=$(cat "$MEM/memory.max_usage_in_bytes")
-done
-peak=$(cat "$MEM/memory.max_usage_in_bytes")
-med=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}')
-check "10 jailed 'import numpy, pandas; print(1)' all printed" bash -c "[ $(printf '%s\n' "${times[@]}" | grep -c .) = 10 ]"
-info "spawn-to-first-output, import numpy+pandas, in the cgroup: median ${med} ms (all: ${times[*]})"
-info "peak memory of a numpy+pandas jail (memory.max_usage_in_bytes): first run $((peak1 / 1048576)) MiB, 10th run $((peak / 1048576)) MiB (page cache of the libraries is charged to whoever reads it first)"
-run_job footprint --cgroups "$CGS" <<'EOF'
-import numpy as np, pandas as pd, multiprocessing, math
-a = np.random.rand(300, 300); a @ a
-pd.DataFrame({"k": list("abc") * 1000, "v": range(3000)}).groupby("k").v.sum()
-with multiprocessing.Pool(2) as p: p.map(math.factorial, range(10))
-print("done")
-EOF
-info "peak memory after matmul + groupby + Pool(2): $(( $(cat "$MEM/memory.max_usage_in_bytes") / 1048576 )) MiB"
-
-# --- 6b. memory bomb
-memreset
-oom_before=$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")
-run_job membomb --cgroups "$CGS" <<'EOF'
-chunks = []
-for i in range(100):              # 100 x 10 MiB = 1 GiB, touched
-    chunks.append(b"x" * (10 << 20))
-    if i % 5 == 0: print("allocated", (i + 1) * 10, "MiB")
-print("survived")
-EOF
-oom_after=$(awk '/^oom_kill /{print $2}' "$MEM/memory.oom_control")
-info "memory bomb: rc=$(rc), last: $(tail -1 "$R/out"), log: $(grep -oE 'pid=.*' "$R/log" | tail -1)"
-info "memory bomb cgroup counters: $(memstat); oom_control: $(tr '\n' ' ' < "$MEM/memory.oom_control")"
-check "memory bomb dies with 137" bash -c "[ $(rc) = 137 ] && ! grep -q survived $R/out"
-check "memory.oom_control oom_kill moved by 1 ($oom_before -> $oom_after)" bash -c "[ $((oom_after - oom_before)) = 1 ]"
-check "memory.failcnt > 0" bash -c "[ $(cat "$MEM/memory.failcnt") -gt 0 ]"
-check "memory.max_usage_in_bytes reached the limit" bash -c "[ $(cat "$MEM/memory.max_usage_in_bytes") -ge $((250 * 1024 * 1024)) ]"
-run_job bigalloc --cgroups "$CGS" <<'EOF'
+# ================================================================ rlimits
+rlimits() {
+  job limits <<'EOF'
+import errno, os
+opened = []
+try:
+    while True:
+        opened.append(os.open("/dev/null", os.O_RDONLY))
+except OSError as e:
+    print("NOFILE", max(opened), errno.errorcode[e.errno])
+for fd in opened:
+    os.close(fd)
 try:
     b = bytearray(2 << 30); print("ALLOC OK")
 except MemoryError:
     print("ALLOC MemoryError")
 EOF
-check "one 2 GiB allocation fails with MemoryError (rlimit_as 1 GiB), no OOM kill" has '^ALLOC MemoryError'
+  answered || show
+  check "open() fails with EMFILE once fd 127 is taken (nofile 128; $(line '^NOFILE'))" has '^NOFILE 127 EMFILE$'
+  check "a 2 GiB allocation fails with MemoryError (address space 1 GiB), no OOM kill" \
+    eval 'has "^ALLOC MemoryError$" && is cg_oom_kill 0'
+  # The CPU-time backstop: spawn mode passes nsjail --rlimit_cpu; fork mode's
+  # zygote has none (inf) and each child sets its own (zygote --cpu-seconds).
+  if [ "$M" = spawn ]; then set -- extra=--rlimit_cpu,1; else set -- cpu=1; fi
+  job cpukill timeout=20 "$@" <<'EOF'
+print("burning", flush=True)
+while True:
+    pass
+EOF
+  check "a CPU-time limit of 1 s kills the job with SIGKILL (soft = hard; $(ending) after $(fact run_ms) ms)" \
+    eval 'killed && [ "$(fact run_ms)" -lt 10000 ]' || show
+  if [ "$M" = fork ]; then
+    check "the zygote outlives its child's CPU-time kill (its own limit is inf)" is zygote_alive_after 1
+  fi
+}
 
-# --- 6c. fork bomb + SIGKILL of nsjail + clean-up
-run_job forkbomb --cgroups "$CGS" --kill-after 4 --subreaper <<'EOF'
+# ================================================================ cgroups
+cgroups() {
+  job membomb <<'EOF'
+chunks = []
+for i in range(100):              # 100 x 10 MiB = 1 GiB, touched
+    chunks.append(b"x" * (10 << 20))
+    if i % 5 == 0:
+        print("allocated", (i + 1) * 10, "MiB", flush=True)
+print("survived")
+EOF
+  info "memory bomb: $(tail -1 "$R/out"); cgroup: oom_kill $(fact cg_oom_kill), peak $(fact cg_memory_peak), failcnt $(fact cg_memory_failcnt)"
+  check "a memory bomb is SIGKILLed ($(ending))" eval 'killed && ! has survived' || show
+  check "the OOM kill is counted in the job's own cgroup (oom_kill $(fact cg_oom_kill))" is cg_oom_kill 1
+  [ "$M" = fork ] && check "the zygote outlives its child's OOM kill" is zygote_alive_after 1
+
+  job forkbomb kill_after=3 <<'EOF'
 import os, time
 ok = fail = 0
 t = time.time()
 while time.time() - t < 10:
     try:
         if os.fork() == 0:
-            ok = fail = 0; t = time.time()      # every child is a forker too
+            ok = fail = 0; t = time.time()      # every child forks too
             continue
         ok += 1
     except OSError:
@@ -529,62 +604,179 @@ while time.time() - t < 10:
     if ok + fail == 1 or (ok + fail) % 500 == 0:
         print("pid", os.getpid(), "forks", ok, "eagain", fail, flush=True)
 EOF
-maxp=$(cat "$R/max_pids"); events=$(tr '\n' ' ' < "$PIDS/pids.events" 2>/dev/null); ppeak=$(cat "$PIDS/pids.peak" 2>/dev/null)
-info "fork bomb: max pids.current seen = $maxp, pids.peak = ${ppeak:-n/a} (pids.max 129 incl. nsjail), pids.events: ${events:-n/a}, EAGAIN seen: $(grep -c 'eagain [1-9]' "$R/out") lines"
-check "fork bomb is capped (pids.current never above 129)" bash -c "[ $maxp -le 129 ] && [ $maxp -ge 100 ]"
-check "fork bomb gets EAGAIN on fork" grep -qE 'eagain [1-9]' "$R/out"
-em=$(cat "$R/empty_ms")
-check "after SIGKILL of nsjail (launcher = subreaper) every cgroup.procs is empty and pids.current is 0 (${em} ms after the kill)" bash -c "[ '$em' != never ] && [ -n '$em' ]"
-info "nsjail exit after SIGKILL: rc=$(rc) (the launcher sees nsjail itself killed)"
-for mode in subreaper plain; do
-  flag=""; [ $mode = subreaper ] && flag=--subreaper
-  run_job killidle-$mode --cgroups "$CGS" --kill-after 2 $flag <<'EOF'
-import multiprocessing, time
-def nap(x):
-    time.sleep(30)
-with multiprocessing.Pool(2) as p:
-    print("pool up", flush=True)
-    p.map(nap, range(2))
-EOF
-  em=$(cat "$R/empty_ms")
-  check "SIGKILL of nsjail running an idle Pool(2) job, launcher $mode: cgroup empty, pids.current 0 (${em} ms after the kill)" bash -c "[ '$em' != never ] && [ -n '$em' ]"
-done
-info "(without a subreaper the orphaned jail init is reaped by the host's PID 1, which may be slow: pids.current stays charged until then)"
-# SIGTERM to nsjail: the job is PID 1 of its namespace, so a forwarded/ignored
-# SIGTERM does not end it; measure how long nsjail takes to exit
-run_job term --kill-after 1 --signal 15 <<'EOF'
-import time
-print("up", flush=True)
-time.sleep(4)
-print("finished normally")
-EOF
-info "SIGTERM to nsjail after 1 s, job sleeping 4 s: nsjail exited after $(cat "$R/total_ms") ms, rc=$(rc), job output: $(tr '\n' ' ' < "$R/out")"
+  local max; max=$(fact cg_pids_max)
+  info "fork bomb: most tasks seen $(fact max_pids), pids.peak $(fact cg_pids_peak), pids.max $max, refused forks (pids.events max) $(fact cg_pids_events_max)"
+  check "a fork bomb is held at pids.max (most seen $(fact max_pids) of $max)" \
+    eval '[ "$(fact max_pids)" -le "$max" ] && [ "$(fact max_pids)" -ge $((max - 2)) ]'
+  check "the fork bomb's forks fail with EAGAIN" grep -qE 'eagain [1-9]' "$R/out"
+  check "SIGKILL to the job's PID 1 empties its cgroup, pids.current 0 ($(fact empty_ms) ms)" \
+    eval '[ -n "$(fact empty_ms)" ] && [ "$(fact empty_ms)" != never ]'
 
-# --- 6d. CPU quota
-run_job cpu --cgroups "$CGS" <<'EOF'
+  job cpu <<'EOF'
 import multiprocessing, resource, time
-def burn(sec):
+def burn(seconds):
     t = time.time()
-    while time.time() - t < sec: pass
+    while time.time() - t < seconds:
+        pass
 t = time.time()
-ps = [multiprocessing.Process(target=burn, args=(3,)) for _ in range(2)]
+ps = [multiprocessing.Process(target=burn, args=(2,)) for _ in range(2)]
 [p.start() for p in ps]; [p.join() for p in ps]
 wall = time.time() - t
-cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-used = cpu.ru_utime + cpu.ru_stime
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+used = usage.ru_utime + usage.ru_stime
 print("CPU wall=%.2f cpu=%.2f ratio=%.2f" % (wall, used, used / wall))
 EOF
-ratio=$(grep -oE 'ratio=[0-9.]+' "$R/out" | cut -d= -f2)
-info "2 burners for 3 s: $(grep ^CPU "$R/out"); cpu.stat: $(tr '\n' ' ' < "$CPU/cpu.stat")"
-check "2 CPU burners get <= ~1 CPU (ratio ${ratio:-?})" awk -v r="${ratio:-9}" 'BEGIN { exit !(r <= 1.15) }'
+  local ratio; ratio=$(grep -oE 'ratio=[0-9.]+' "$R/out" | cut -d= -f2)
+  local throttled periods
+  throttled=$(fact cg_cpu_nr_throttled); periods=$(fact cg_cpu_nr_periods)
+  # Throttling needs the burners to reach the quota, which other load on a
+  # shared machine can prevent: a measurement, not a check.
+  info "2 burners for 2 s: $(line '^CPU'); throttled in $throttled of $periods periods"
+  # The kernel counts bandwidth periods (100 ms) only for a cgroup that has a
+  # quota and runnable tasks: 2 s of burning is about 20 of them.
+  check "the kernel enforces a CPU quota on the burners' cgroup ($periods bandwidth periods counted, want >= 10)" \
+    eval '[ "${periods:-0}" -ge 10 ] 2>/dev/null'
+  check "2 CPU burners get at most ~1 CPU (ratio ${ratio:-?})" awk -v r="${ratio:-9}" 'BEGIN { exit !(r <= 1.15) }'
+}
 
-# --- 6e. clean-up of the cgroups
-left=0
-for d in "${cg_dirs[@]}"; do [ -z "$(cat "$d/cgroup.procs")" ] || left=1; done
-check "all probe cgroups are empty at the end" [ $left = 0 ]
-rm_ok=1
-for d in "${cg_dirs[@]}"; do rmdir "$d" || rm_ok=0; done
-check "rmdir of the probe cgroups succeeds" [ $rm_ok = 1 ]
+# ================================================================ exits
+exits() {
+  job killed kill_on_output=1 <<'EOF'
+import time
+print("ready", flush=True)
+time.sleep(10)
+EOF
+  if [ "$M" = spawn ]; then
+    R=$(dir_of basic)
+    check "nsjail logs a job's normal end: 'exited with status: 0' (rc $(fact rc))" \
+      eval 'is rc 0 && grep -qE "^\[I\]\[[^]]+\] pid=[0-9]+ \(\[STANDALONE MODE\]\) exited with status: 0, \(PIDs left: 0\)$" "$R/log"'
+    R=$(dir_of killed)
+    check "SIGKILL of the job from outside: rc 137 and 'terminated with signal: SIGKILL (9)'" \
+      eval 'is rc 137 && grep -qE "pid=[0-9]+ \(\[STANDALONE MODE\]\) terminated with signal: SIGKILL \(9\), \(PIDs left: 0\)" "$R/log"'
+    R=$(dir_of cpukill)
+    check "the CPU-time kill: rc 137 and 'terminated with signal: SIGKILL (9)'" \
+      eval 'is rc 137 && grep -q "terminated with signal: SIGKILL (9)" "$R/log"'
+    job setup extra=--bindmount_ro,/nonexistent-probe-path:/nowhere <<'EOF'
+print("should not run")
+EOF
+    info "setup failure: rc $(fact rc), log: $(grep -E '^\[[EF]\]' "$R/log" | sed 's/\[[0-9T:+-]*\]//' | tr '\n' ' ')"
+    check "a setup failure: rc 255 and \"Couldn't launch the child process\"" \
+      eval 'is rc 255 && grep -q "Couldn'"'"'t launch the child process" "$R/log"'
+  else
+    check "the zygote reports the job child killed from outside: signal 9 (got $(fact exit))" is exit "signal 9"
+    R=$(dir_of basic)
+    check "the zygote reports a finished job's child: exit 0 (got $(fact exit))" is exit "exit 0"
+  fi
+}
 
-echo "== $fails failure(s)"
+# ================================================================ fork mode only
+fork_only() {
+  R=$(dir_of basic)
+  check "the zygote holds CAP_SYS_ADMIN and nothing else (CapEff $(fact zygote_CapEff))" is zygote_CapEff 0000000000200000
+  check "its job child holds no capability (CapEff $(fact job_CapEff), CapPrm $(fact job_CapPrm))" \
+    eval 'is job_CapEff 0000000000000000 && is job_CapPrm 0000000000000000'
+  check "the child is PID 1 of a pid namespace below the zygote's (NSpid $(fact job_NSpid), forked as $(fact jail_pid))" \
+    eval '[ "$(fact job_NSpid)" = "$(fact host_pid) $(fact jail_pid) 1" ]'
+  check "the child is moved out of the zygote's cgroup into the job's before the job ($(fact before_move_cgroup_memory) -> $(fact job_cgroup_memory))" \
+    eval '[ "$(fact before_move_cgroup_memory)" = "$(fact zygote_cgroup_path)" ] && [ "$(fact job_cgroup_memory)" = "$(fact cg_path_memory)" ] && [ "$(fact job_cgroup_memory)" != "$(fact zygote_cgroup_path)" ]'
+  check "the child has one seccomp filter more than the zygote, its own ($(fact zygote_Seccomp_filters) -> $(fact job_Seccomp_filters))" \
+    eval '[ "$(fact job_Seccomp_filters)" = $(( $(fact zygote_Seccomp_filters) + 1 )) ]'
+
+  # Two children, both forked and waiting; A does its part and holds, then B runs.
+  local token=$RANDOM$RANDOM
+  mkdir -p "$(dir_of iso-a)" "$(dir_of iso-b)"
+  sed "s/TOKEN/$token/" > "$(dir_of iso-a)/job.py" <<'EOF'
+import ctypes, os, socket, time, numpy
+libc = ctypes.CDLL(None, use_errno=True)
+for path in ("/tmp/probe-a", "/dev/shm/probe-a", "probe-cwd-a"):
+    with open(path, "w") as f:
+        f.write("a")
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(b"\0pyexec-probe-TOKEN")
+listener.listen(1)
+print("SHM", libc.shmget(0x50524f42, 4096, 0o1000 | 0o600))   # IPC_CREAT
+print("RNG", numpy.random.random())
+print("HASH", hash("pyexec-probe"))
+print("HOLD", flush=True)
+time.sleep(20)
+EOF
+  sed "s/TOKEN/$token/" > "$(dir_of iso-b)/job.py" <<'EOF'
+import ctypes, errno, os, socket, numpy
+libc = ctypes.CDLL(None, use_errno=True)
+print("TMP", sorted(os.listdir("/tmp")))
+print("DEVSHM", sorted(os.listdir("/dev/shm")))
+print("CWDLIST", sorted(os.listdir(".")))
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.connect(b"\0pyexec-probe-TOKEN"); print("ABSTRACT OK")
+except OSError as e:
+    print("ABSTRACT", errno.errorcode[e.errno])
+r = libc.shmget(0x50524f42, 0, 0)
+print("SHM", errno.errorcode[ctypes.get_errno()] if r == -1 else "found")
+print("RNG", numpy.random.random())
+print("HASH", hash("pyexec-probe"))
+EOF
+  drive pair a=iso-a b=iso-b
+  local A B
+  A=$(dir_of iso-a); B=$(dir_of iso-b); R=$B
+  grep -q '^HOLD' "$A/out" || { fail "the first child of the pair got to its HOLD line"; R=$A; show; R=$B; }
+  answered || { fail "the second child of the pair answered"; show; }
+  check "two children don't share /tmp (the second sees $(line '^TMP'))" has '^TMP \[\]$'
+  check "two children don't share /dev/shm (the second sees $(line '^DEVSHM'))" has '^DEVSHM \[\]$'
+  check "two children don't share their working directory (the second's holds $(line '^CWDLIST'))" has '^CWDLIST \[\]$'
+  check "two children don't share abstract unix sockets (connect: $(line '^ABSTRACT'))" has '^ABSTRACT ECONNREFUSED$'
+  check "two children don't share SysV IPC (shmget of the first's key: $(line '^SHM'))" has '^SHM ENOENT$'
+  local rng_a rng_b hash_a hash_b
+  rng_a=$(grep '^RNG' "$A/out" | cut -d' ' -f2); rng_b=$(grep '^RNG' "$B/out" | cut -d' ' -f2)
+  check "numpy's global RNG differs between two children ($rng_a, $rng_b)" \
+    eval '[ -n "$rng_a" ] && [ -n "$rng_b" ] && [ "$rng_a" != "$rng_b" ]'
+  hash_a=$(grep '^HASH' "$A/out" | cut -d' ' -f2); hash_b=$(grep '^HASH' "$B/out" | cut -d' ' -f2)
+  if [ -n "$hash_a" ] && [ "$hash_a" = "$hash_b" ]; then
+    info "Python's hash secret is the zygote's, shared by its children (hash alike: $hash_a): the documented trade-off (worker/src/fork/mod.rs), bounded by recycling"
+  else
+    info "Python's hash secret differs between two children ($hash_a, $hash_b)"
+  fi
+
+  # One child kills what it can reach while another waits for its job.
+  mkdir -p "$(dir_of kill-a)" "$(dir_of kill-b)"
+  cat > "$(dir_of kill-a)/job.py" <<'EOF'
+import errno, os
+def kill(pid, sig):
+    try:
+        os.kill(pid, sig); return "OK"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print("SEES", [pid for pid in range(2, 1 << 16) if kill(pid, 0) != "ESRCH"])
+print("KILLALL", kill(-1, 9))
+print("KILLGROUP", kill(0, 9))
+print("SESSION", os.getsid(0), "GROUP", os.getpgid(0))
+EOF
+  echo 'print("ALIVE")' > "$(dir_of kill-b)/job.py"
+  drive pair a=kill-a b=kill-b
+  A=$(dir_of kill-a); B=$(dir_of kill-b); R=$A
+  info "the first child: kill(-1, 9) -> $(line '^KILLALL'), kill(0, 9) -> $(line '^KILLGROUP'); session and group $(line '^SESSION')"
+  check "a child sees no process but itself (kill(pid, 0) for 2..65535: $(line '^SEES'))" has '^SEES \[\]$'
+  R=$B
+  check "kill(-1, 9) and kill(0, 9) from one child leave a waiting second child alive" \
+    eval 'is alive_before_job 1 && answered && has "^ALIVE$"'
+  check "... and the zygote (still pid $(fact zygote_host_pid), alive after both)" \
+    eval 'is zygote_alive_before_job 1 && is zygote_alive_after 1 && [ "$(fact zygote_host_pid)" = "$(fact zygote_host_pid "$(dir_of basic)")" ]'
+}
+
+# ================================================================ main
+for M in $MODES; do
+  echo "== $M mode"
+  basics; network; filesystem; seccomp; rlimits; cgroups; exits
+  [ "$M" = fork ] && fork_only
+done
+
+M=timing
+spawn_ready=$(cat "$WORK"/run.spawn.*/facts 2>/dev/null | awk '$1 == "ready_ms" {print $2}' | median)
+fork_ready=$(cat "$WORK"/run.fork.*/facts 2>/dev/null | awk '$1 == "ready_ms" {print $2}' | median)
+zygote_start=$(cat "$WORK"/run.fork.*/facts 2>/dev/null | awk '$1 == "zygote_start_ms" {print $2}' | sort -u | median)
+info "launch to ready, median: spawn $spawn_ready ms, fork $fork_ready ms (zygote start $zygote_start ms)"
+elapsed=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+summary=""
+for M in $MODES; do summary+=" $M: ${passes[$M]:-0} passed, ${failures[$M]:-0} failed;"; done
+echo "==$summary $fails failure(s) in ${elapsed} s"
 [ "$fails" = 0 ]

@@ -61,6 +61,14 @@ export function ms(localBudget) {
   return Math.round(localBudget * LATENCY_FACTOR + LATENCY_OFFSET_MS);
 }
 
+// The isolation mode of the server under test (PYEXEC_ISOLATION, the server's
+// default fork): some thresholds hold in one mode only (the burst target of
+// fork mode). run.sh sets it per mode; setup() checks it against /metrics.
+export const ISOLATION = __ENV.PYEXEC_ISOLATION || 'fork';
+if (ISOLATION !== 'fork' && ISOLATION !== 'spawn') {
+  throw new Error(`PYEXEC_ISOLATION=${ISOLATION}: fork or spawn`);
+}
+
 // Upper bound on VUs any arrival-rate scenario may allocate: keeps k6's own
 // memory and CPU modest on a machine it shares with the server.
 export const MAX_VUS = envNumber('MAX_VUS', 150);
@@ -74,10 +82,22 @@ export function vusFor(ratePerSecond, worstSeconds, typicalSeconds) {
   return { preAllocatedVUs: pre, maxVUs: max };
 }
 
+// The highest arrival rate a script asks of k6 (MAX_RATE, requests/s). k6 runs
+// on the cores it measures: here it costs 0.3 to 0.8 CPU-ms per request, so
+// 400 req/s takes up to a sixth of a 2-core machine from the server under
+// test, and every request waiting in the queue holds one of MAX_VUS. A rate above it is
+// clamped, and the script says so.
+export const MAX_RATE = envNumber('MAX_RATE', 400);
+
 // Arrival rates are given per minute so that fractions of a few jobs/s stay exact
-// (k6 rates are integers per timeUnit).
+// (k6 rates are integers per timeUnit). Clamped to MAX_RATE.
 export function perMinute(ratePerSecond) {
-  return Math.max(1, Math.round(ratePerSecond * 60));
+  return Math.max(1, Math.round(Math.min(ratePerSecond, MAX_RATE) * 60));
+}
+
+// A note for setup()'s log line when `ratePerSecond` was clamped.
+export function clampNote(ratePerSecond) {
+  return ratePerSecond > MAX_RATE ? ` (${ratePerSecond.toFixed(0)}/s asked, clamped to MAX_RATE=${MAX_RATE})` : '';
 }
 
 export const SUMMARY_TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)'];

@@ -2,7 +2,7 @@
 import http from 'k6/http';
 import { check } from 'k6';
 import { Counter, Rate, Trend } from 'k6/metrics';
-import { BASE_URL, CLIENT_TIMEOUT_S, QUEUE_TIMEOUT_S, withAuth } from './config.js';
+import { BASE_URL, CLIENT_TIMEOUT_S, JOB_TIMEOUT_S, QUEUE_TIMEOUT_S, withAuth } from './config.js';
 import { SCRIPTS } from './scripts.js';
 
 // Custom metrics, all tagged with `type` (the script) by the caller's tags.
@@ -17,6 +17,9 @@ import { SCRIPTS } from './scripts.js';
 //  job_other_5xx    any 5xx but a proper 503 overloaded: never allowed.
 //  job_client_timeout  no answer within CLIENT_TIMEOUT or a transport error.
 //  job_contract     1 when the body/headers follow the contract, per answer.
+//  job_timeout_early 1 for a 408 timeout answered before PYEXEC_TIMEOUT - 50 ms
+//                   (a Rate, not min() of the latency: a phase that happens to
+//                   send no timeout script has no samples, and min() of none is 0).
 export const jobUnexpected = new Rate('job_unexpected');
 export const jobFailed = new Rate('job_failed');
 export const jobShed = new Counter('job_shed');
@@ -25,6 +28,10 @@ export const jobShedDuration = new Trend('job_shed_duration', true);
 export const jobOther5xx = new Counter('job_other_5xx');
 export const jobClientTimeout = new Counter('job_client_timeout');
 export const jobContract = new Rate('job_contract');
+export const jobTimeoutEarly = new Rate('job_timeout_early');
+
+// A timeout answers at the deadline, not before.
+export const TIMEOUT_MIN_MS = Math.round(JOB_TIMEOUT_S * 1000 - 50);
 
 export function header(res, name) {
   const want = name.toLowerCase();
@@ -54,19 +61,27 @@ export function validRetryAfter(v) {
 // design are not HTTP failures for k6's http_req_failed.
 const EXPECTED_STATUSES = http.expectedStatuses(200, 400, 408, 503);
 
-// POST one script. `tags` go onto every k6 sample of this request.
-export function postScript(source, tags, extraHeaders) {
+// One script's request as http.batch() takes it. `tags` go onto every k6
+// sample of this request.
+export function scriptRequest(source, tags, extraHeaders) {
   const headers = Object.assign({ 'Content-Type': 'application/json' }, extraHeaders || {});
-  return http.post(
-    `${BASE_URL}/execute`,
-    JSON.stringify({ script: source }),
-    withAuth({
+  return {
+    method: 'POST',
+    url: `${BASE_URL}/execute`,
+    body: JSON.stringify({ script: source }),
+    params: withAuth({
       headers,
       tags: Object.assign({ name: 'POST /execute' }, tags),
       timeout: `${CLIENT_TIMEOUT_S}s`,
       responseCallback: EXPECTED_STATUSES,
     }),
-  );
+  };
+}
+
+// POST one script.
+export function postScript(source, tags, extraHeaders) {
+  const r = scriptRequest(source, tags, extraHeaders);
+  return http.post(r.url, r.body, r.params);
 }
 
 // At most this many unexpected answers are logged per VU (LOG_UNEXPECTED=0 to mute).
@@ -118,6 +133,7 @@ export function judge(type, res, opts) {
   }
 
   jobContract.add(contract, tags);
+  if (type === 'timeout' && outcome === 'expected') jobTimeoutEarly.add(res.timings.duration < TIMEOUT_MIN_MS, tags);
   jobUnexpected.add(outcome === 'unexpected', tags);
   if (spec.expect === 'ok' && outcome !== 'shed') jobFailed.add(outcome !== 'expected', tags);
 

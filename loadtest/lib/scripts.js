@@ -120,21 +120,37 @@ export const SCRIPTS = {
 export const TYPES = Object.keys(SCRIPTS);
 export const SUCCESS_TYPES = TYPES.filter((t) => SCRIPTS[t].expect === 'ok');
 
-// The realistic mix, as a wheel of 20 slots walked by the global iteration
+// The realistic mix, as a wheel of slots walked by the global iteration
 // number: exact proportions, no randomness between runs.
 //   hello 40%, numpy 15%, pandas 15%, print 15%, raise 10%, timeout 5%.
-const MIX_WEIGHTS = { hello: 8, numpy: 3, pandas: 3, print: 3, raise: 2, timeout: 1 };
-const WHEEL = (() => {
-  // Interleave so that each type is spread over the wheel, not in one block.
-  const left = Object.assign({}, MIX_WEIGHTS);
-  const total = Object.values(MIX_WEIGHTS).reduce((a, b) => a + b, 0);
-  const wheel = [];
+// MIX overrides the weights for every script ("hello:8,timeout:1,...", types
+// left out get 0); the soak has its own (SOAK_MIX, see soak.js).
+export const DEFAULT_MIX = 'hello:8,numpy:3,pandas:3,print:3,raise:2,timeout:1';
+
+export function parseMix(text) {
+  const weights = {};
+  for (const part of String(text).split(',')) {
+    const m = /^\s*([a-z]+)\s*:\s*(\d+)\s*$/.exec(part);
+    if (!m || SCRIPTS[m[1]] === undefined) throw new Error(`mix "${text}": "${part}" is not <type>:<weight> (types: ${TYPES.join(' ')})`);
+    weights[m[1]] = Number(m[2]);
+  }
+  if (Object.values(weights).reduce((a, b) => a + b, 0) === 0) throw new Error(`mix "${text}" has no weight`);
+  return weights;
+}
+
+// The wheel of a mix: each type spread over it, not in one block.
+export function mixWheel(text) {
+  const weights = parseMix(text);
+  const types = Object.keys(weights).filter((t) => weights[t] > 0);
+  const total = types.reduce((a, t) => a + weights[t], 0);
+  const left = Object.assign({}, weights);
   const credit = {};
-  for (const t of Object.keys(left)) credit[t] = 0;
+  for (const t of types) credit[t] = 0;
+  const wheel = [];
   for (let i = 0; i < total; i++) {
     let best = null;
-    for (const t of Object.keys(left)) {
-      credit[t] += MIX_WEIGHTS[t];
+    for (const t of types) {
+      credit[t] += weights[t];
       if (left[t] > 0 && (best === null || credit[t] > credit[best])) best = t;
     }
     credit[best] -= total;
@@ -142,12 +158,17 @@ const WHEEL = (() => {
     wheel.push(best);
   }
   return wheel;
-})();
-
-export function mixType(iteration) {
-  return WHEEL[iteration % WHEEL.length];
 }
 
-export function mixShare(type) {
-  return WHEEL.filter((t) => t === type).length / WHEEL.length;
+export const MIX = __ENV.MIX || DEFAULT_MIX;
+const WHEEL = mixWheel(MIX);
+
+export function mixType(iteration, wheel) {
+  const w = wheel || WHEEL;
+  return w[iteration % w.length];
+}
+
+export function mixShare(type, wheel) {
+  const w = wheel || WHEEL;
+  return w.filter((t) => t === type).length / w.length;
 }

@@ -3,7 +3,7 @@
 // scaled by LATENCY_FACTOR and offset by LATENCY_OFFSET_MS (see config.js) for
 // remote deployments. The timeout script is judged against PYEXEC_TIMEOUT.
 import { JOB_TIMEOUT_S, ms } from './config.js';
-import { SHED_LIMIT_S } from './contract.js';
+import { SHED_LIMIT_S, TIMEOUT_MIN_MS } from './contract.js';
 import { SUCCESS_TYPES, TYPES } from './scripts.js';
 
 export const BUDGET_MS = {
@@ -17,7 +17,7 @@ export const BUDGET_MS = {
 // A timeout answers at the deadline: not before, and not much after (the kill
 // of the jail plus the answer).
 export function timeoutBudget() {
-  return { min: Math.round(JOB_TIMEOUT_S * 1000 - 50), max: ms(JOB_TIMEOUT_S * 1000 + 1500) };
+  return { min: TIMEOUT_MIN_MS, max: ms(JOB_TIMEOUT_S * 1000 + 1500) };
 }
 
 // thresholds on http_req_duration{type:T[,extra]} for every type of the mix.
@@ -28,8 +28,9 @@ export function latencyThresholds(extra, types) {
   for (const t of types || TYPES) {
     const key = `http_req_duration{type:${t}${suffix}}`;
     if (t === 'timeout') {
-      const b = timeoutBudget();
-      out[key] = [`min>=${b.min}`, `max<${b.max}`];
+      // Not before the deadline: job_timeout_early; not much after: max.
+      out[extra ? `job_timeout_early{${extra}}` : 'job_timeout_early'] = ['rate==0'];
+      out[key] = [`max<${timeoutBudget().max}`];
     } else {
       out[key] = [`p(95)<${ms(BUDGET_MS[t].p95)}`, `p(99)<${ms(BUDGET_MS[t].p99)}`];
     }

@@ -39,13 +39,69 @@ pub enum DefaultValue<T> {
     },
 }
 
-/// What derived defaults follow: the CPU count, and variables filled in as
-/// they are read (a derived default may use only those read before it).
+/// What derived defaults follow: the host, and variables filled in as they
+/// are read (a derived default may use only those read before it).
 pub struct Machine {
     pub cpus: usize,
+    pub memory_bytes: u64,
     pub isolation: Isolation,
+    pub memory_mb: u64,
     pub pool_size: usize,
     pub queue_max: usize,
+    pub max_jobs: usize,
+}
+
+/// The CPUs and memory the server may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Host {
+    pub cpus: usize,
+    pub memory_bytes: u64,
+}
+
+impl Host {
+    /// The CPU count, and the smaller of the machine's memory and the memory
+    /// limit of the server's own cgroup (a container's limit, where one is
+    /// visible).
+    pub fn detect() -> Host {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let total = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(u64::MAX, |kib| kib << 10);
+        Host {
+            cpus,
+            memory_bytes: total.min(own_cgroup_memory_limit().unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// The memory limit of the cgroup this process is in, if it has one.
+fn own_cgroup_memory_limit() -> Option<u64> {
+    let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    membership.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        let file = if controllers.is_empty() {
+            root.join(path).join("memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            root.join("memory").join(path).join("memory.limit_in_bytes")
+        } else {
+            return None;
+        };
+        // "max", or v1's page-rounded i64::MAX, mean no limit.
+        std::fs::read_to_string(file)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|&limit| limit < (1 << 60))
+    })
 }
 
 /// How a job's process is made.
@@ -108,8 +164,8 @@ pub static PORT: Var<u16> = Var {
 pub static MAX_CONNECTIONS: Var<usize> = Var {
     name: "PYEXEC_MAX_CONNECTIONS",
     default: DefaultValue::Derived {
-        shown: "256, or 2 × (pool size + queue max) if more",
-        derive: |m| (2 * (m.pool_size + m.queue_max)).max(256),
+        shown: "256, or 2 × (max jobs + queue max) if more",
+        derive: |m| (2 * (m.max_jobs + m.queue_max)).max(256),
     },
     meaning: "open client connections at most; more wait in the kernel's backlog until one closes",
     parse: |s| number(s, "a positive number of connections", |n| *n > 0),
@@ -186,26 +242,39 @@ pub static QUEUE_TIMEOUT: Var<Duration> = Var {
     parse: |s| seconds(s, true),
 };
 
-/// Each running job may take up to PYEXEC_MEMORY_MB: this bounds the sum.
-/// Four per core keeps every core busy with jobs that wait on something
-/// while a burst larger than that queues for milliseconds.
+/// Each running job may take up to PYEXEC_MEMORY_MB, so the default lets as
+/// many run as fit, each at its limit, in three quarters of the memory the
+/// server may use (the rest: the server, the warm pool, the page cache). It
+/// is not tied to the CPUs: jobs that sleep or wait would otherwise hold
+/// every slot while the cores idle.
 pub static MAX_JOBS: Var<usize> = Var {
     name: "PYEXEC_MAX_JOBS",
     default: DefaultValue::Derived {
-        shown: "4 × CPUs, at least 4",
-        derive: |m| (4 * m.cpus).max(4),
+        shown: "¾ of the memory ÷ PYEXEC_MEMORY_MB, at least 1 (the memory: the machine's, or the server's cgroup limit if lower)",
+        derive: |m| {
+            let job = (m.memory_mb << 20).max(1);
+            usize::try_from(m.memory_bytes / 4 * 3 / job).unwrap_or(usize::MAX).max(1)
+        },
     },
-    meaning: "jobs running at once; more wait in the queue. Each may use PYEXEC_MEMORY_MB: size the machine's memory for this many",
+    meaning: "jobs running at once; more wait in the queue",
     parse: |s| number(s, "a positive number of jobs", |n| *n > 0),
 };
 
+/// Spawn mode: a spawn is a quarter of a CPU-second, so one per core keeps
+/// refilling from starving running jobs. Fork mode: a fork costs a few
+/// CPU-milliseconds but about 5 ms of waiting (the zygote, the child sealing
+/// itself, cgroup writes), so more in flight keep the pool full at hundreds
+/// of jobs a second.
 pub static MAX_PARALLEL_SPAWNS: Var<usize> = Var {
     name: "PYEXEC_MAX_PARALLEL_SPAWNS",
     default: DefaultValue::Derived {
-        shown: "CPUs",
-        derive: |m| m.cpus.max(1),
+        shown: "fork: 4 × CPUs; spawn: CPUs",
+        derive: |m| match m.isolation {
+            Isolation::Fork => 4 * m.cpus.max(1),
+            Isolation::Spawn => m.cpus.max(1),
+        },
     },
-    meaning: "worker spawns running at once, so refilling can't starve running jobs",
+    meaning: "workers being made at once, so refilling can't starve running jobs",
     parse: |s| number(s, "a positive number of spawns", |n| *n > 0),
 };
 
@@ -540,30 +609,51 @@ impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Reads the configuration through `env` (`std::env::var(..).ok()` in
-    /// production, a map in tests).
+    /// production, a map in tests), with defaults derived from this host.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Config::from_env_with_cpus(env, cpus)
+        Config::from_env_on(env, Host::detect())
     }
 
-    /// As [`Config::from_env`], with the CPU count the defaults derive from.
+    /// As [`Config::from_env`] on a host with `cpus` CPUs and 8 GiB of
+    /// memory: predictable defaults for tests.
     pub fn from_env_with_cpus(
         env: impl Fn(&str) -> Option<String>,
         cpus: usize,
     ) -> Result<Config, ConfigError> {
+        let host = Host {
+            cpus,
+            memory_bytes: 8 << 30,
+        };
+        Config::from_env_on(env, host)
+    }
+
+    /// As [`Config::from_env`], with the host the defaults derive from.
+    pub fn from_env_on(
+        env: impl Fn(&str) -> Option<String>,
+        host: Host,
+    ) -> Result<Config, ConfigError> {
         let env = Env { get: &env };
         let mut machine = Machine {
-            cpus,
+            cpus: host.cpus,
+            memory_bytes: host.memory_bytes,
             isolation: Isolation::Fork,
+            memory_mb: 0,
             pool_size: 0,
             queue_max: 0,
+            max_jobs: 0,
         };
-        let isolation = env.read(&ISOLATION, &machine)?;
-        machine.isolation = isolation;
-        let pool_size = env.read(&POOL_SIZE, &machine)?;
-        machine.pool_size = pool_size;
-        let queue_max = env.read(&QUEUE_MAX, &machine)?;
-        machine.queue_max = queue_max;
+        machine.isolation = env.read(&ISOLATION, &machine)?;
+        machine.memory_mb = env.read(&MEMORY_MB, &machine)?;
+        machine.pool_size = env.read(&POOL_SIZE, &machine)?;
+        machine.queue_max = env.read(&QUEUE_MAX, &machine)?;
+        machine.max_jobs = env.read(&MAX_JOBS, &machine)?;
+        let (isolation, memory_mb, pool_size, queue_max, max_jobs) = (
+            machine.isolation,
+            machine.memory_mb,
+            machine.pool_size,
+            machine.queue_max,
+            machine.max_jobs,
+        );
         let m = &machine;
         let config = Config {
             port: env.read(&PORT, m)?,
@@ -576,13 +666,13 @@ impl Config {
             pool_size,
             queue_max,
             queue_timeout: env.read(&QUEUE_TIMEOUT, m)?,
-            max_jobs: env.read(&MAX_JOBS, m)?,
+            max_jobs,
             max_parallel_spawns: env.read(&MAX_PARALLEL_SPAWNS, m)?,
             nsjail: env.read(&NSJAIL, m)?,
             python: env.read(&PYTHON, m)?,
             nsjail_config: env.read(&NSJAIL_CONFIG, m)?,
             runner_dir: env.read(&RUNNER_DIR, m)?,
-            memory_mb: env.read(&MEMORY_MB, m)?,
+            memory_mb,
             max_processes: env.read(&MAX_PROCESSES, m)?,
             max_file_mb: env.read(&MAX_FILE_MB, m)?,
             max_open_files: env.read(&MAX_OPEN_FILES, m)?,
@@ -868,8 +958,9 @@ mod tests {
         assert_eq!(c.pool_size, 16);
         assert_eq!(c.queue_max, 64);
         assert_eq!(c.queue_timeout, Duration::from_secs(5));
-        assert_eq!(c.max_jobs, 8);
-        assert_eq!(c.max_parallel_spawns, 2);
+        // ¾ of the test host's 8 GiB in 256 MiB jobs.
+        assert_eq!(c.max_jobs, 24);
+        assert_eq!(c.max_parallel_spawns, 8);
         assert_eq!(c.zygote_max_forks, 10_000);
         assert_eq!(c.zygote_max_age, Duration::from_secs(600));
         assert_eq!(c.nsjail, PathBuf::from("/opt/pyexec/bin/nsjail"));
@@ -904,6 +995,29 @@ mod tests {
     }
 
     #[test]
+    fn max_jobs_fit_three_quarters_of_the_memory_at_their_limit() {
+        let on = |memory_bytes: u64, vars: &[(&str, &str)]| {
+            let map: HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::from_env_on(
+                |name| map.get(name).cloned(),
+                Host {
+                    cpus: 2,
+                    memory_bytes,
+                },
+            )
+            .unwrap()
+            .max_jobs
+        };
+        assert_eq!(on(2 << 30, &[]), 6, "a 2 GiB Cloud Run instance");
+        assert_eq!(on(2 << 30, &[("PYEXEC_MEMORY_MB", "128")]), 12);
+        assert_eq!(on(100 << 20, &[]), 1, "at least one");
+        assert_eq!(on(2 << 30, &[("PYEXEC_MAX_JOBS", "3")]), 3);
+    }
+
+    #[test]
     fn pool_defaults_follow_the_cpu_count_and_the_mode() {
         let spawn = [("PYEXEC_ISOLATION", "spawn")];
         let one = parse(&spawn, 1).unwrap();
@@ -914,7 +1028,7 @@ mod tests {
                 one.max_parallel_spawns,
                 one.max_jobs
             ),
-            (2, 8, 1, 4)
+            (2, 8, 1, 24)
         );
         let eight = parse(&spawn, 8).unwrap();
         assert_eq!(
@@ -924,15 +1038,15 @@ mod tests {
                 eight.max_parallel_spawns,
                 eight.max_jobs
             ),
-            (16, 64, 8, 32)
+            (16, 64, 8, 24)
         );
         assert_eq!(eight.max_connections, 256);
         let fork_one = parse(&[], 1).unwrap();
         assert_eq!((fork_one.pool_size, fork_one.queue_max), (8, 32));
-        // A big machine: the connection cap follows the pool and the queue.
+        // A big machine: the connection cap follows the jobs and the queue.
         let big = parse(&[], 64).unwrap();
         assert_eq!((big.pool_size, big.queue_max), (512, 2048));
-        assert_eq!(big.max_connections, 2 * (512 + 2048));
+        assert_eq!(big.max_connections, 2 * (24 + 2048));
         let zero = parse(&[("PYEXEC_POOL_SIZE", "0")], 2).unwrap();
         assert_eq!((zero.pool_size, zero.queue_max), (0, 8));
     }

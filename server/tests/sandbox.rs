@@ -4,61 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{execute, get, sample, scrape, TestServer};
+use common::{cgroups, execute, get, sample, scrape, TestServer};
 use tokio::io::AsyncWriteExt;
-
-/// The server's cgroup root in each hierarchy that holds one, whichever
-/// cgroup version is mounted (v1: memory, pids, cpu; v2: the unified tree).
-fn cgroup_roots(server: u32) -> Vec<PathBuf> {
-    let base = Path::new("/sys/fs/cgroup");
-    let instance = server.to_string();
-    if base.join("cgroup.controllers").exists() {
-        vec![base.join("pyexec").join(&instance)]
-    } else {
-        ["pids", "memory", "cpu"]
-            .iter()
-            .map(|c| base.join(c).join("pyexec").join(&instance))
-            .collect()
-    }
-}
-
-/// The server's workers, alive or being reaped: one cgroup `w<id>` each, in
-/// both isolation modes (a fork-mode zygote's is `z<n>`).
-fn workers_of(server: u32) -> usize {
-    let root = &cgroup_roots(server)[0];
-    std::fs::read_dir(root)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with('w'))
-                .count()
-        })
-        .unwrap_or(0)
-}
-
-/// Every process in the server's cgroups: jobs, their jails, zygotes.
-fn sandbox_processes_of(server: u32) -> Vec<i32> {
-    fn walk(dir: &Path, into: &mut Vec<i32>) {
-        if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            into.extend(
-                procs
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<i32>().ok()),
-            );
-        }
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(&entry.path(), into);
-            }
-        }
-    }
-    let mut processes = Vec::new();
-    walk(&cgroup_roots(server)[0], &mut processes);
-    processes
-}
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -170,7 +120,7 @@ async fn attacks_get_their_kind_and_the_next_job_succeeds() {
         assert_eq!(next.status, 200, "after {name}: {}", next.text());
     }
     eventually("only the warm pool's workers remain", || {
-        workers_of(server.pid()) == 2
+        cgroups::workers(server.pid()) == 2
     })
     .await;
 }
@@ -204,7 +154,7 @@ async fn a_client_disconnect_mid_job_frees_and_replaces_the_worker() {
     assert_eq!(response.status, 200, "{}", response.text());
     assert!(started.elapsed() < Duration::from_secs(5));
     eventually("the abandoned worker is gone", || {
-        workers_of(server.pid()) == 1
+        cgroups::workers(server.pid()) == 1
     })
     .await;
     assert_eq!(
@@ -222,8 +172,11 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
         server.addr,
         "import time\ndef main():\n    time.sleep(30)\n",
     ));
-    eventually("the pool is full and a job runs", || workers_of(pid) >= 3).await;
-    let processes = sandbox_processes_of(pid);
+    eventually("the pool is full and a job runs", || {
+        cgroups::workers(pid) >= 3
+    })
+    .await;
+    let processes = cgroups::processes(pid);
     server.sigterm();
     let status = server
         .wait_exit(Duration::from_secs(15))
@@ -238,7 +191,7 @@ async fn sigterm_leaves_no_jail_and_no_cgroup_behind() {
             "process {process} of the sandbox outlived the server"
         );
     }
-    for root in cgroup_roots(pid) {
+    for root in cgroups::roots(pid) {
         assert!(!root.exists(), "{} was left behind", root.display());
     }
 }

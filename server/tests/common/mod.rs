@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod cgroups;
 pub mod fake;
 
 use std::io::{BufRead, BufReader};

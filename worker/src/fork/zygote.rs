@@ -190,10 +190,11 @@ impl Zygote {
         };
         zygote.process =
             Some(JobProcess::open(host_pid).map_err(|e| format!("cannot hold the zygote: {e}"))?);
+        // The zygote's cgroup keeps the warm-up's low CPU weight for good:
+        // forks and the children's sealing (charged here until each child
+        // moves into its own cgroup) yield to jobs that are running. When
+        // jobs wait for workers instead, nothing else competes.
         zygote.versions = versions;
-        if let Some(cgroup) = &zygote.cgroup {
-            cgroup.set_cpu_priority_blocking(CpuPriority::Job).await;
-        }
         zygote.shared.alive.store(true, Ordering::SeqCst);
         tokio::spawn(read_control(zygote.shared.clone()));
         Ok(Arc::new(zygote))
