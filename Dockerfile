@@ -32,7 +32,8 @@ RUN mkdir -p server/src worker/src \
  && cargo build --release --locked -p pyexec-server \
  && rm -rf server/src worker/src target/release/pyexec* target/release/deps/pyexec* \
            target/release/deps/libpyexec* target/release/.fingerprint/pyexec-*
-# 2. The real sources.
+# 2. The real sources (openapi.json is built into the binary: GET /openapi.json).
+COPY openapi.json openapi.json
 COPY server server
 COPY worker worker
 RUN cargo build --release --locked -p pyexec-server \

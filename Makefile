@@ -4,7 +4,7 @@
 CARGO ?= cargo
 PORT ?= 8080
 
-.PHONY: setup build run test test-rust test-python test-jail test-docker test-cgroup2 lint bench loadtest clean
+.PHONY: setup build run test test-rust test-python test-jail test-api test-docker test-cgroup2 lint bench loadtest clean
 
 setup:
 	bash scripts/setup.sh
@@ -16,10 +16,11 @@ run: build
 	PORT=$(PORT) ./target/release/pyexec
 
 # Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
-# cgroups), the runner's tests, the k6 smoke run, the container image test,
-# and the end-to-end tests, the jail probe and the image test again on
-# cgroup v2, in a virtual machine.
-test: setup lint test-rust test-python test-jail
+# cgroups), the runner's tests, the API against its OpenAPI document
+# (Schemathesis) and the metrics against a real Prometheus, the k6 smoke
+# run, the container image test, and the end-to-end tests, the jail probe and
+# the image test again on cgroup v2, in a virtual machine.
+test: setup lint test-rust test-python test-jail test-api
 	bash loadtest/run.sh smoke
 	$(MAKE) test-docker
 	$(MAKE) test-cgroup2
@@ -41,6 +42,12 @@ test-python:
 # The jail policy itself, property by property (nsjail.cfg + server-style cgroups).
 test-jail:
 	bash scripts/probe-jail.sh
+
+# A live server fuzzed by Schemathesis against openapi.json, then scraped by a
+# throwaway Prometheus that evaluates the README's and the dashboard's queries.
+test-api:
+	bash scripts/schemathesis.sh
+	python3 scripts/prometheus_check.py
 
 test-docker:
 	bash docker/test-image.sh

@@ -2,10 +2,11 @@
 # pyexec's container entrypoint (runs under tini as PID 1).
 #
 # Docker mounts the container's own cgroup subtree read-only. pyexec makes a
-# cgroup per worker (memory, pids, cpu limits), so it needs those mounts
-# writable. With CAP_SYS_ADMIN (the README's `--cap-add SYS_ADMIN`) this
-# remounts read-write exactly the mounts pyexec uses: on cgroup v1 the memory,
-# pids and cpu hierarchies, on v2 the unified tree. Each of them shows only
+# cgroup per worker (memory, pids, cpu limits; cpuacct for what a job used),
+# so it needs those mounts writable. With CAP_SYS_ADMIN (the README's
+# `--cap-add SYS_ADMIN`) this remounts read-write exactly the mounts pyexec
+# uses: on cgroup v1 the memory, pids, cpu and cpuacct hierarchies, on v2 the
+# unified tree. Each of them shows only
 # this container's own subtree (nothing of the host's or other containers'),
 # and the devices/freezer/... hierarchies stay read-only.
 #
@@ -25,8 +26,9 @@ if [ "${PYEXEC_REMOUNT_CGROUPS:-1}" != 0 ]; then
   if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
     remount_rw /sys/fs/cgroup
   else
-    for c in memory pids cpu; do
-      # cpu is often a symlink to cpu,cpuacct: remount the real mount point.
+    for c in memory pids cpu cpuacct; do
+      # cpu is often a symlink to cpu,cpuacct: remount the real mount point
+      # (a second remount of the same one finds it writable and skips it).
       remount_rw "$(readlink -f "/sys/fs/cgroup/$c")"
     done
   fi

@@ -40,7 +40,7 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
   say cgroup "v2 at /sys/fs/cgroup (controllers: $(cat /sys/fs/cgroup/cgroup.controllers))"
   ctls="."
 else
-  ctls="memory pids cpu"
+  ctls="memory pids cpu cpuacct"
 fi
 for c in $ctls; do
   root=/sys/fs/cgroup/$c

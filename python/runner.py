@@ -3,8 +3,10 @@
 This file owns everything between a warm interpreter and its one answer:
 warm-up (importing numpy/pandas so the first job is fast), the job side of
 the length-prefixed JSON protocol, running exactly one untrusted script with
-its stdout/stderr pointed at the capture pipes, and turning whatever the
-script did into exactly one "result" or "error" frame (`serve`).
+its stdout/stderr pointed at the capture pipes (and `input`, when the job
+carries one, as main's one argument), and turning whatever the script did
+into exactly one "result" or "error" frame (`serve`), with the files the
+script left in /tmp/outputs.
 
 - spawn mode: nsjail runs this file; `main` warms up, seals the process
   (confine.py) and serves the job.
@@ -25,17 +27,21 @@ tool the runner needs after the script starts is bound privately here, before
 the script runs, and the reporting path never trusts shared mutable state.
 """
 
+import binascii
 import builtins
 import datetime
 import decimal
 import fcntl
 import gc
+import inspect
 import io
 import linecache
 import math
+import mimetypes
 import os
 import platform
 import signal
+import stat
 import sys
 import types
 
@@ -69,6 +75,16 @@ _settrace = sys.settrace
 _setprofile = sys.setprofile
 _gc_disable = gc.disable
 _json_loads = json.loads
+_os_open = os.open
+_os_fstat = os.fstat
+_os_scandir = os.scandir
+_os_mkdir = os.mkdir
+_os_chmod = os.chmod
+_os_listdir = os.listdir
+_s_isreg = stat.S_ISREG
+_b2a_base64 = binascii.b2a_base64
+_signature = inspect.signature
+_Parameter = inspect.Parameter
 # Give the runner its own copy of every builtin: global lookups find these
 # before the builtins module, which the script is free to patch.
 globals().update({name: value for name, value in vars(builtins).items()
@@ -93,6 +109,25 @@ EXIT_INTERNAL_ERROR = 70
 
 RESULT_FRAME_PREFIX = b'{"type":"result","result":'
 RESULT_FRAME_SUFFIX = b"}"
+
+# Where a script leaves files for the answer (created empty before it runs).
+# The tests, which run the runner outside a jail, point it elsewhere.
+OUTPUTS_DIR = os.environ.get("PYEXEC_OUTPUTS_DIR") or "/tmp/outputs"
+# At most this many names are listed as omitted; a longer name is left out.
+# The server sizes its answer frame by both (worker/src/protocol.rs).
+MAX_OMITTED_LISTED = 100
+MAX_FILE_NAME_BYTES = 1024
+# The walk of OUTPUTS_DIR: how deep it goes, and how many entries it looks at.
+MAX_OUTPUT_DEPTH = 16
+MAX_OUTPUT_ENTRIES = 10000
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+_O_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+# Python's own table of extensions (never the host's mime.types files), taken
+# now: a script can change the mimetypes module, not this copy.
+_MEDIA_TYPES = dict(mimetypes.MimeTypes().types_map[True])
+# main() gets no argument: distinct from an input of None (JSON null).
+NO_INPUT = object()
 
 
 def _private_fd(fd):
@@ -183,6 +218,15 @@ def read_job(fd):
     return parse_job(body)
 
 
+class Job:
+    """One job frame, checked: the script, main's input, the caps."""
+
+    def __init__(self, script, job_input, max_result_bytes, max_files, max_files_bytes):
+        self.script, self.input = script, job_input
+        self.max_result_bytes = max_result_bytes
+        self.max_files, self.max_files_bytes = max_files, max_files_bytes
+
+
 def parse_job(body):
     try:
         job = _json_loads(body.decode("utf-8"))
@@ -190,12 +234,18 @@ def parse_job(body):
         raise ProtocolError(f"job frame is not UTF-8 JSON: {exc}") from None
     if not isinstance(job, dict) or job.get("type") != "job":
         raise ProtocolError("expected a frame with type \"job\"")
-    script, limit = job.get("script"), job.get("max_result_bytes")
+    script = job.get("script")
     if type(script) is not str:
         raise ProtocolError("job.script must be a string")
-    if type(limit) is not int or limit < 0:
-        raise ProtocolError("job.max_result_bytes must be a non-negative integer")
-    return script, limit
+    caps = []
+    for name, default in (("max_result_bytes", None), ("max_files", 0),
+                          ("max_files_bytes", 0)):
+        value = job.get(name, default)
+        if type(value) is not int or value < 0:
+            raise ProtocolError(f"job.{name} must be a non-negative integer")
+        caps.append(value)
+    # A present input is passed, null included; an absent one is not.
+    return Job(script, job["input"] if "input" in job else NO_INPUT, *caps)
 
 
 def encode_frame(obj):
@@ -873,16 +923,23 @@ def _script_exception_frame(exc, source_lines, kind="script_exception"):
     return error_frame(kind, message, line, text)
 
 
-def run_user_code(code, module, source_lines):
-    """Execute the script and call main(); returns main()'s value or raises JobOutcome."""
-    stage, main, value, failure = "loading", None, None, None
+def run_user_code(code, module, source_lines, job_input=NO_INPUT):
+    """Execute the script and call main() (with the job's input, if it has
+    one); returns main()'s value or raises JobOutcome."""
+    stage, main, value, failure, mismatch = "loading", None, None, None, None
     try:
         exec(code, module.__dict__)
         stage = "finding main"
         main = module.__dict__.get("main")
         if callable(main):
-            stage = "running main"
-            value = main()
+            # Before main runs: a request whose input main can't take (or
+            # that lacks the one main needs) is the caller's mistake, not a
+            # TypeError from inside the script.
+            stage = "checking main's parameters"
+            mismatch = signature_mismatch(main, job_input)
+            if mismatch is None:
+                stage = "running main"
+                value = main() if job_input is NO_INPUT else main(job_input)
     except BaseException as exc:
         failure = exc
     # A trace or profile hook the script installed would run on every Python
@@ -899,7 +956,63 @@ def run_user_code(code, module, source_lines):
         raise JobOutcome(_failure_frame(failure, stage, source_lines))
     if stage == "finding main":
         raise JobOutcome(_missing_main_frame(main))
+    if mismatch is not None:
+        message, line = mismatch
+        raise JobOutcome(error_frame("invalid_request", message, line))
     return value
+
+
+_POSITIONAL = (_Parameter.POSITIONAL_ONLY, _Parameter.POSITIONAL_OR_KEYWORD,
+               _Parameter.VAR_POSITIONAL)
+
+
+def signature_mismatch(main, job_input):
+    """None if main can be called as the request asks (with the input as its
+    one argument, or with none), else (message, line of main's def).
+
+    Callables inspect can't read (some C functions) are called as asked and
+    answer for themselves. inspect's helpers are module globals a script can
+    patch: a script that does only changes its own job's answer, which is
+    why this check, unlike the reporting path, needs no private copies.
+    """
+    try:
+        signature = _signature(main)
+    except (ValueError, TypeError):
+        return None
+    try:
+        if job_input is NO_INPUT:
+            signature.bind()
+        else:
+            signature.bind(job_input)
+        return None
+    except TypeError:
+        pass
+    # Only names and kinds: showing defaults or annotations would run their
+    # __repr__, the script's code.
+    parameters = list(signature.parameters.values())
+    names = ", ".join(p.name for p in parameters if type(p.name) is str)
+    line = _def_line(main)
+    if job_input is NO_INPUT:
+        required = [p.name for p in parameters
+                    if p.default is _Parameter.empty
+                    and p.kind not in (_Parameter.VAR_POSITIONAL, _Parameter.VAR_KEYWORD)]
+        shown = ", ".join(required)
+        return (f"main() requires the parameter{'s' if len(required) != 1 else ''} {shown}, "
+                "but the request sent no input: send one in \"input\", or give "
+                f"{'them' if len(required) != 1 else 'it'} a default", line)
+    if not any(p.kind in _POSITIONAL for p in parameters):
+        return ("the request sent an input, but main() takes no parameter: "
+                "define def main(input): to receive it", line)
+    return (f"main({names}) cannot take the request's input as its one argument: "
+            "give it exactly one parameter without a default", line)
+
+
+def _def_line(function):
+    """The line of the script where `function` is defined, if it is the script's."""
+    if type(function) is not types.FunctionType:
+        return None
+    code = function.__code__
+    return code.co_firstlineno if code.co_filename == SCRIPT_FILENAME else None
 
 
 def _failure_frame(exc, stage, source_lines):
@@ -934,7 +1047,9 @@ def regain_control():
     _set_recursion_limit(_STARTUP_RECURSION_LIMIT)
 
 
-def result_frame(value, max_result_bytes):
+def result_frame(value, max_result_bytes, files=None):
+    """The frame for main()'s value: a result (with the output files' JSON
+    members from `files()`, if given) or the error that makes it unsendable."""
     plain, problem = check_result(value)
     if problem is not None:
         return error_frame("invalid_result", problem)
@@ -949,7 +1064,8 @@ def result_frame(value, max_result_bytes):
         return error_frame(
             "result_too_large",
             f"the result is {len(encoded)} bytes of JSON, over the {max_result_bytes}-byte limit")
-    return RESULT_FRAME_PREFIX + encoded + RESULT_FRAME_SUFFIX
+    members = b"" if files is None else files()
+    return RESULT_FRAME_PREFIX + encoded + members + RESULT_FRAME_SUFFIX
 
 
 def _long_int_message(plain):
@@ -983,15 +1099,163 @@ def _long_int_path(value):
     return None
 
 
-def run_job(source, max_result_bytes):
-    """Run one script to completion and return the frame (bytes) to report."""
+def run_job(source, max_result_bytes, job_input=NO_INPUT, max_files=0, max_files_bytes=0):
+    """Run one script to completion and return the frame (bytes) to report.
+
+    Output files are collected only once main()'s value is known to be
+    sendable: a job that answers with an error carries none.
+    """
     try:
         code = compile_script(source)
         module = new_script_module(source)
-        value = run_user_code(code, module, source.splitlines())
+        value = run_user_code(code, module, source.splitlines(), job_input)
     except JobOutcome as outcome:
         return outcome.frame
-    return result_frame(value, max_result_bytes)
+    return result_frame(value, max_result_bytes,
+                        lambda: output_files_json(OUTPUTS_DIR, max_files, max_files_bytes))
+
+
+# ------------------------------------------------------------ output files
+
+
+def prepare_outputs_dir(path=None):
+    """Create the empty, world-writable folder a script leaves its files in."""
+    path = path or OUTPUTS_DIR
+    try:
+        _os_mkdir(path, 0o777)
+    except FileExistsError:
+        if _os_listdir(path):
+            raise OSError(f"{path} is not empty before the script runs") from None
+    _os_chmod(path, 0o777)  # past the umask
+
+
+def output_files_json(root, max_files, max_bytes):
+    """The result frame's file members (`,"files":[...]` and the rest), or
+    b"" when the script left no regular file.
+
+    Read here, inside the sandbox, never by the server: regular files only
+    (symlinks, FIFOs, sockets and devices are skipped, and no symlink is ever
+    followed, in the folders either), names relative to `root` and sorted.
+    Files beyond `max_files`, or that would take the total past `max_bytes`,
+    are left out and named in `files_omitted`; that is never a failure.
+    """
+    found, truncated, omitted = _walk_outputs(root)
+    entries, total = [], 0
+    for name, parts in found:
+        if len(entries) >= max_files or len(name.encode("utf-8")) > MAX_FILE_NAME_BYTES:
+            omitted.append(name)
+            continue
+        data = _read_regular_file(root, parts, max_bytes - total)
+        if data is None:  # gone, no longer a regular file, or unreadable
+            continue
+        if data is False:  # does not fit what is left of the byte cap
+            omitted.append(name)
+            continue
+        total += len(data)
+        entries.append(b'{"name":' + _encode_json(name).encode("utf-8")
+                       + b',"size":' + _int_repr(len(data)).encode()
+                       + b',"media_type":' + _encode_json(media_type(name)).encode()
+                       + b',"content_base64":"' + _b2a_base64(data, newline=False) + b'"}')
+    truncated = truncated or bool(omitted)
+    if not entries and not truncated:
+        return b""
+    listed = [_cap_utf8(name, MAX_FILE_NAME_BYTES) for name in omitted[:MAX_OMITTED_LISTED]]
+    return (b',"files":[' + b",".join(entries) + b'],"files_truncated":'
+            + (b"true" if truncated else b"false")
+            + b',"files_omitted":' + _encode_json(listed).encode("utf-8"))
+
+
+def media_type(name):
+    """The media type Python's mimetypes table gives the name's extension."""
+    base = name.rpartition("/")[2]
+    dot = base.rfind(".")
+    if dot <= 0:
+        return "application/octet-stream"
+    extension = base[dot:]
+    return (_MEDIA_TYPES.get(extension) or _MEDIA_TYPES.get(extension.lower())
+            or "application/octet-stream")
+
+
+def _walk_outputs(root):
+    """([(relative name as shown, its path components as the file system
+    has them)] of the regular files under root, sorted by name; whether the
+    walk stopped short; the folders it did not descend into).
+
+    Each folder is opened relative to its parent with O_NOFOLLOW, so a
+    symlink swapped in for a folder is refused, not followed.
+    """
+    try:
+        root_fd = _os_open(root, _O_DIR)
+    except OSError:
+        return [], False, []
+    found, omitted, seen = [], [], 0
+    pending = [(root_fd, "", (), 0)]
+    truncated = False
+    try:
+        while pending:
+            dir_fd, prefix, parts, depth = pending.pop()
+            try:
+                with _os_scandir(dir_fd) as entries:
+                    for entry in entries:
+                        seen += 1
+                        if seen > MAX_OUTPUT_ENTRIES:
+                            truncated = True
+                            break
+                        name = prefix + _printable(entry.name)
+                        if entry.is_file(follow_symlinks=False):
+                            found.append((name, parts + (entry.name,)))
+                        elif entry.is_dir(follow_symlinks=False):
+                            if depth + 1 >= MAX_OUTPUT_DEPTH:
+                                omitted.append(name + "/")
+                                continue
+                            try:
+                                child = _os_open(entry.name, _O_DIR, dir_fd=dir_fd)
+                            except OSError:
+                                continue
+                            pending.append((child, name + "/", parts + (entry.name,),
+                                            depth + 1))
+            except OSError:
+                pass
+            finally:
+                _os_close(dir_fd)
+            if truncated:
+                break
+    finally:
+        for dir_fd, _, _, _ in pending:
+            _os_close(dir_fd)
+    found.sort()
+    return found, truncated, omitted
+
+
+def _read_regular_file(root, parts, room):
+    """The bytes of the file at root/parts if it is (still) a regular file
+    reached without a symlink; False if it is larger than room; None if it
+    can't be read."""
+    fds = []
+    try:
+        fds.append(_os_open(root, _O_DIR))
+        for part in parts[:-1]:
+            fds.append(_os_open(part, _O_DIR, dir_fd=fds[-1]))
+        fd = _os_open(parts[-1], _O_FILE, dir_fd=fds[-1])
+        fds.append(fd)
+        info = _os_fstat(fd)
+        if not _s_isreg(info.st_mode):
+            return None
+        if info.st_size > room:
+            return False
+        chunks, left = [], info.st_size
+        while left > 0:  # a file that grows meanwhile is read up to its size at fstat
+            chunk = _os_read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None
+    finally:
+        for fd in fds:
+            _os_close(fd)
 
 
 # ---------------------------------------------------------- stdio plumbing
@@ -1080,11 +1344,12 @@ def serve(ready_frame, log_fd=None):
     if job is None:
         _os_exit(0)  # the server shut this worker down before giving it a job
 
-    source, max_result_bytes = job
     try:
+        prepare_outputs_dir()
         point_stdio_at_capture_pipes()
         close_all_fds_except({0, 1, 2, job_fd, devnull_fd})
-        frame = run_job(source, max_result_bytes)
+        frame = run_job(job.script, job.max_result_bytes, job.input,
+                        job.max_files, job.max_files_bytes)
     except BaseException as exc:
         frame = _internal_error_frame(exc)
 

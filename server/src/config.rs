@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pyexec_worker::channel::FRAME_OVERHEAD;
+use pyexec_worker::channel::max_answer_frame;
 use pyexec_worker::fork::Recycling;
 use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
-use pyexec_worker::PoolConfig;
+use pyexec_worker::{FileCaps, PoolConfig};
 
 /// One environment variable the server reads.
 pub struct Var<T> {
@@ -154,12 +154,13 @@ pub static PORT: Var<u16> = Var {
 };
 
 /// Each connection is a task and a file descriptor, and it may hold a request
-/// body of up to the body cap (about 0.6 MiB by default) or one job. 256 is
-/// more than ten times what the defaults on 2 CPUs can use at once (pool 4 +
-/// queue 16), which leaves room for probes, scrapes and idle keep-alive
-/// clients, while keeping the server's worst case (every connection holding
-/// a maximal body) near 170 MiB and its descriptors well inside the
-/// usual limit of 1024 beside the workers' pipes and sockets.
+/// body of up to the body cap (about 1.6 MiB by default: a script and an
+/// input) or one job. 256 is more than ten times what the defaults on 2 CPUs
+/// can use at once (pool 4 + queue 16), which leaves room for probes,
+/// scrapes and idle keep-alive clients, while keeping the server's worst
+/// case (every connection holding a maximal body) near 420 MiB and its
+/// descriptors well inside the usual limit of 1024 beside the workers'
+/// pipes and sockets.
 pub static MAX_CONNECTIONS: Var<usize> = Var {
     name: "PYEXEC_MAX_CONNECTIONS",
     default: DefaultValue::Derived {
@@ -204,6 +205,13 @@ pub static MAX_SCRIPT_CHARS: Var<usize> = Var {
 /// a spawn (interpreter start plus the numpy/pandas imports) costs about a
 /// quarter of a CPU-second, so two per core keep one ready while the other
 /// refills.
+pub static MAX_INPUT_BYTES: Var<usize> = Var {
+    name: "PYEXEC_MAX_INPUT_BYTES",
+    default: DefaultValue::Text("1048576"),
+    meaning: "cap on the JSON of a request's input, in bytes as sent (413 input_too_large beyond); the body cap grows by as much",
+    parse: |s| number(s, "a positive number of bytes", |n| *n > 0),
+};
+
 pub static POOL_SIZE: Var<usize> = Var {
     name: "PYEXEC_POOL_SIZE",
     default: DefaultValue::Derived {
@@ -357,6 +365,20 @@ pub static MAX_RESULT_BYTES: Var<u64> = Var {
     parse: |s| number(s, "a positive number of bytes", |n| *n > 0),
 };
 
+pub static MAX_OUTPUT_FILES: Var<u32> = Var {
+    name: "PYEXEC_MAX_OUTPUT_FILES",
+    default: DefaultValue::Text("32"),
+    meaning: "files of /tmp/outputs returned at most; more are listed in files_omitted",
+    parse: |s| number(s, "a number of files, 0 to 10000", |n| *n <= 10_000),
+};
+
+pub static MAX_OUTPUT_FILES_BYTES: Var<u64> = Var {
+    name: "PYEXEC_MAX_OUTPUT_FILES_BYTES",
+    default: DefaultValue::Text("4194304"),
+    meaning: "bytes of the returned files in all (before base64); files beyond are listed in files_omitted",
+    parse: |s| number(s, "a number of bytes", |_| true),
+};
+
 pub static SPAWN_TIMEOUT: Var<Duration> = Var {
     name: "PYEXEC_SPAWN_TIMEOUT",
     default: DefaultValue::Text("30"),
@@ -442,6 +464,7 @@ pub static VARIABLES: &[&dyn Row] = &[
     &ISOLATION,
     &TIMEOUT,
     &MAX_SCRIPT_CHARS,
+    &MAX_INPUT_BYTES,
     &POOL_SIZE,
     &QUEUE_MAX,
     &QUEUE_TIMEOUT,
@@ -458,6 +481,8 @@ pub static VARIABLES: &[&dyn Row] = &[
     &CPUS,
     &MAX_OUTPUT_BYTES,
     &MAX_RESULT_BYTES,
+    &MAX_OUTPUT_FILES,
+    &MAX_OUTPUT_FILES_BYTES,
     &SPAWN_TIMEOUT,
     &ZYGOTE_MAX_FORKS,
     &ZYGOTE_MAX_AGE,
@@ -506,6 +531,7 @@ pub struct Config {
     pub isolation: Isolation,
     pub timeout: Duration,
     pub max_script_chars: usize,
+    pub max_input_bytes: usize,
     pub pool_size: usize,
     pub queue_max: usize,
     pub queue_timeout: Duration,
@@ -522,6 +548,8 @@ pub struct Config {
     pub cpus: f64,
     pub max_output_bytes: usize,
     pub max_result_bytes: u64,
+    pub max_output_files: u32,
+    pub max_output_files_bytes: u64,
     pub spawn_timeout: Duration,
     pub zygote_max_forks: u64,
     pub zygote_max_age: Duration,
@@ -634,6 +662,7 @@ impl Config {
             isolation,
             timeout: env.read(&TIMEOUT, m)?,
             max_script_chars: env.read(&MAX_SCRIPT_CHARS, m)?,
+            max_input_bytes: env.read(&MAX_INPUT_BYTES, m)?,
             pool_size,
             queue_max,
             queue_timeout: env.read(&QUEUE_TIMEOUT, m)?,
@@ -650,6 +679,8 @@ impl Config {
             cpus: env.read(&CPUS, m)?,
             max_output_bytes: env.read(&MAX_OUTPUT_BYTES, m)?,
             max_result_bytes: env.read(&MAX_RESULT_BYTES, m)?,
+            max_output_files: env.read(&MAX_OUTPUT_FILES, m)?,
+            max_output_files_bytes: env.read(&MAX_OUTPUT_FILES_BYTES, m)?,
             spawn_timeout: env.read(&SPAWN_TIMEOUT, m)?,
             zygote_max_forks: env.read(&ZYGOTE_MAX_FORKS, m)?,
             zygote_max_age: env.read(&ZYGOTE_MAX_AGE, m)?,
@@ -694,29 +725,41 @@ impl Config {
                 ),
             );
         }
+        // The job frame carries the script, JSON-escaped, and the input as sent.
         let largest_job_frame = self
             .max_script_chars
             .saturating_mul(MAX_JSON_BYTES_PER_CHAR)
+            .saturating_add(self.max_input_bytes)
             .saturating_add(JOB_ENVELOPE);
         if largest_job_frame > RUNNER_MAX_JOB_FRAME {
             return conflict(
-                &[MAX_SCRIPT_CHARS.name],
+                &[MAX_SCRIPT_CHARS.name, MAX_INPUT_BYTES.name],
                 format!(
-                    "PYEXEC_MAX_SCRIPT_CHARS={} allows a script whose job frame (up to {largest_job_frame} bytes) is over the runner's {RUNNER_MAX_JOB_FRAME}-byte limit; at most {} characters fit",
+                    "PYEXEC_MAX_SCRIPT_CHARS={} with PYEXEC_MAX_INPUT_BYTES={} allows a job frame of up to {largest_job_frame} bytes, over the runner's {RUNNER_MAX_JOB_FRAME}-byte limit; with this input cap at most {} characters fit",
                     self.max_script_chars,
-                    (RUNNER_MAX_JOB_FRAME - JOB_ENVELOPE) / MAX_JSON_BYTES_PER_CHAR
+                    self.max_input_bytes,
+                    RUNNER_MAX_JOB_FRAME.saturating_sub(JOB_ENVELOPE + self.max_input_bytes)
+                        / MAX_JSON_BYTES_PER_CHAR
                 ),
             );
         }
-        // The worker reads result frames of up to the result cap plus the
-        // room for the envelope and an error's traceback.
-        let largest_result = u64::from(u32::MAX) - FRAME_OVERHEAD;
-        if self.max_result_bytes > largest_result {
+        // The worker reads answer frames of up to the result cap plus the
+        // output files (base64) plus room for the envelope and a traceback;
+        // the frame's length is 4 bytes.
+        let largest_answer = max_answer_frame(self.max_result_bytes, self.file_caps());
+        if largest_answer > u64::from(u32::MAX) {
             return conflict(
-                &[MAX_RESULT_BYTES.name],
+                &[
+                    MAX_RESULT_BYTES.name,
+                    MAX_OUTPUT_FILES.name,
+                    MAX_OUTPUT_FILES_BYTES.name,
+                ],
                 format!(
-                    "PYEXEC_MAX_RESULT_BYTES={} does not fit a frame's 4-byte length with room for the envelope; at most {largest_result} bytes",
-                    self.max_result_bytes
+                    "PYEXEC_MAX_RESULT_BYTES={} with the output files' caps ({} files, {} bytes) allows an answer frame of {largest_answer} bytes, over the 4-byte length's {}",
+                    self.max_result_bytes,
+                    self.max_output_files,
+                    self.max_output_files_bytes,
+                    u32::MAX
                 ),
             );
         }
@@ -740,14 +783,24 @@ impl Config {
         counted.as_secs_f64().ceil() as u64 + 1
     }
 
-    /// The largest request body that can hold a script within the limit.
-    /// JSON's `\u00XX` escape spends 6 bytes on one character, so a body over
-    /// 6 bytes per character (plus room for the object around it) cannot hold
-    /// an acceptable script and is refused before it is read whole.
+    /// The largest request body that can hold a script and an input within
+    /// their limits. JSON's `\u00XX` escape spends 6 bytes on one character,
+    /// so a body over 6 bytes per character, plus the input's cap, plus room
+    /// for the object around them (and `limits`) cannot hold an acceptable
+    /// request and is refused before it is read whole.
     pub fn max_body_bytes(&self) -> usize {
         self.max_script_chars
             .saturating_mul(MAX_JSON_BYTES_PER_CHAR)
+            .saturating_add(self.max_input_bytes)
             .saturating_add(64 * 1024)
+    }
+
+    /// What the runner may send back of /tmp/outputs.
+    pub fn file_caps(&self) -> FileCaps {
+        FileCaps {
+            max_files: self.max_output_files,
+            max_bytes: self.max_output_files_bytes,
+        }
     }
 
     pub fn pool_config(&self) -> PoolConfig {
@@ -784,6 +837,7 @@ impl Config {
             },
             max_output_bytes: self.max_output_bytes,
             max_result_bytes: self.max_result_bytes,
+            file_caps: self.file_caps(),
             spawn_timeout: self.spawn_timeout,
             cgroup_parent: self.cgroup_parent.clone(),
             cgroup_mount: self.cgroup_mount.clone(),
@@ -906,6 +960,11 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_secs(10));
         assert_eq!(c.timeout, Duration::from_secs(10));
         assert_eq!(c.max_script_chars, 100_000);
+        assert_eq!(c.max_input_bytes, 1 << 20);
+        assert_eq!(
+            (c.max_output_files, c.max_output_files_bytes),
+            (32, 4 << 20)
+        );
         assert_eq!(c.isolation, Isolation::Fork);
         assert_eq!(c.pool_size, 16);
         assert_eq!(c.queue_max, 64);
@@ -1076,6 +1135,10 @@ mod tests {
             ("PYEXEC_CPUS", "two"),
             ("PYEXEC_MAX_OUTPUT_BYTES", "-5"),
             ("PYEXEC_MAX_RESULT_BYTES", "0"),
+            ("PYEXEC_MAX_INPUT_BYTES", "0"),
+            ("PYEXEC_MAX_INPUT_BYTES", "1MiB"),
+            ("PYEXEC_MAX_OUTPUT_FILES", "10001"),
+            ("PYEXEC_MAX_OUTPUT_FILES_BYTES", "-1"),
             ("PYEXEC_SPAWN_TIMEOUT", "0"),
             ("PYEXEC_SHUTDOWN_GRACE", "soon"),
             ("PYEXEC_CGROUP_PARENT", "../escape"),
@@ -1117,12 +1180,34 @@ mod tests {
                 ],
             ),
             (
-                &[("PYEXEC_MAX_SCRIPT_CHARS", "2796033")],
-                &["PYEXEC_MAX_SCRIPT_CHARS"],
+                &[("PYEXEC_MAX_SCRIPT_CHARS", "2621270")],
+                &["PYEXEC_MAX_SCRIPT_CHARS", "PYEXEC_MAX_INPUT_BYTES"],
             ),
             (
-                &[("PYEXEC_MAX_RESULT_BYTES", "4293918720")],
-                &["PYEXEC_MAX_RESULT_BYTES"],
+                &[
+                    ("PYEXEC_MAX_SCRIPT_CHARS", "1000"),
+                    ("PYEXEC_MAX_INPUT_BYTES", "16770193"),
+                ],
+                &["PYEXEC_MAX_SCRIPT_CHARS", "PYEXEC_MAX_INPUT_BYTES"],
+            ),
+            (
+                &[("PYEXEC_MAX_RESULT_BYTES", "4287447720")],
+                &[
+                    "PYEXEC_MAX_RESULT_BYTES",
+                    "PYEXEC_MAX_OUTPUT_FILES",
+                    "PYEXEC_MAX_OUTPUT_FILES_BYTES",
+                ],
+            ),
+            (
+                &[
+                    ("PYEXEC_MAX_RESULT_BYTES", "1000"),
+                    ("PYEXEC_MAX_OUTPUT_FILES_BYTES", "3300000000"),
+                ],
+                &[
+                    "PYEXEC_MAX_RESULT_BYTES",
+                    "PYEXEC_MAX_OUTPUT_FILES",
+                    "PYEXEC_MAX_OUTPUT_FILES_BYTES",
+                ],
             ),
         ];
         for (vars, names) in cases {
@@ -1133,16 +1218,26 @@ mod tests {
         }
         let largest = parse(
             &[
-                ("PYEXEC_MAX_SCRIPT_CHARS", "2796032"),
-                ("PYEXEC_MAX_RESULT_BYTES", "4293918719"),
+                ("PYEXEC_MAX_SCRIPT_CHARS", "2621269"),
+                ("PYEXEC_MAX_RESULT_BYTES", "4287447719"),
             ],
             2,
         )
         .unwrap();
-        // The largest script still fits the runner's job frame, escaped.
-        let body = serde_json::json!({"type": "job", "script": "\u{1}".repeat(largest.max_script_chars), "max_result_bytes": largest.max_result_bytes});
-        assert!(body.to_string().len() <= RUNNER_MAX_JOB_FRAME);
-        assert!(largest.max_result_bytes + FRAME_OVERHEAD <= u64::from(u32::MAX));
+        // The largest script and input still fit the runner's job frame, the
+        // script escaped.
+        let input = format!("\"{}\"", "x".repeat(largest.max_input_bytes - 2));
+        let job = pyexec_worker::protocol::ToRunner::Job {
+            script: "\u{1}".repeat(largest.max_script_chars),
+            input: Some(serde_json::value::RawValue::from_string(input).unwrap()),
+            max_result_bytes: largest.max_result_bytes,
+            max_files: largest.max_output_files,
+            max_files_bytes: largest.max_output_files_bytes,
+        };
+        assert!(serde_json::to_string(&job).unwrap().len() <= RUNNER_MAX_JOB_FRAME);
+        assert!(
+            max_answer_frame(largest.max_result_bytes, largest.file_caps()) <= u64::from(u32::MAX)
+        );
         // A pool of zero with a queue and a wait is fine.
         assert!(parse(&[("PYEXEC_POOL_SIZE", "0")], 2).is_ok());
     }
@@ -1166,11 +1261,26 @@ mod tests {
     }
 
     #[test]
-    fn body_cap_covers_a_fully_escaped_script() {
-        let c = parse(&[("PYEXEC_MAX_SCRIPT_CHARS", "1000")], 2).unwrap();
+    fn body_cap_covers_a_fully_escaped_script_and_the_largest_input() {
+        let c = parse(
+            &[
+                ("PYEXEC_MAX_SCRIPT_CHARS", "1000"),
+                ("PYEXEC_MAX_INPUT_BYTES", "5000"),
+            ],
+            2,
+        )
+        .unwrap();
         let script: String = "\u{1}".repeat(1000);
-        let body = serde_json::json!({ "script": script }).to_string();
+        let input = serde_json::json!(["x".repeat(4996)]);
+        assert_eq!(input.to_string().len(), 5000);
+        let body = serde_json::json!({
+            "script": script,
+            "input": input,
+            "limits": {"timeout_s": 1.25, "memory_mb": 64},
+        })
+        .to_string();
         assert!(body.len() <= c.max_body_bytes());
+        assert!(c.max_body_bytes() < 1000 * 6 + 5000 + 128 * 1024);
     }
 
     #[test]

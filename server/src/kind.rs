@@ -11,6 +11,8 @@ pub enum Kind {
     InvalidRequest,
     UnsupportedMediaType,
     ScriptTooLarge,
+    /// The request's `input` is over its own byte cap.
+    InputTooLarge,
     /// The client did not send its whole body within the body deadline.
     RequestTimeout,
     SyntaxError,
@@ -37,10 +39,11 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::InvalidRequest,
         Kind::UnsupportedMediaType,
         Kind::ScriptTooLarge,
+        Kind::InputTooLarge,
         Kind::RequestTimeout,
         Kind::SyntaxError,
         Kind::MissingMain,
@@ -64,6 +67,7 @@ impl Kind {
             Kind::InvalidRequest => "invalid_request",
             Kind::UnsupportedMediaType => "unsupported_media_type",
             Kind::ScriptTooLarge => "script_too_large",
+            Kind::InputTooLarge => "input_too_large",
             Kind::RequestTimeout => "request_timeout",
             Kind::SyntaxError => "syntax_error",
             Kind::MissingMain => "missing_main",
@@ -92,6 +96,7 @@ impl Kind {
             Kind::InvalidRequest
                 | Kind::UnsupportedMediaType
                 | Kind::ScriptTooLarge
+                | Kind::InputTooLarge
                 | Kind::RequestTimeout
                 | Kind::Overloaded
                 | Kind::ShuttingDown
@@ -99,11 +104,13 @@ impl Kind {
     }
 
     /// Every `outcome` label of `pyexec_jobs_total`: "ok" and the kinds a job
-    /// that ran can fail with.
+    /// that ran can fail with: `invalid_request` among them, for an input
+    /// `main` can't take (the runner finds that out).
     pub fn job_outcomes() -> Vec<&'static str> {
-        let failures = Kind::ALL
-            .into_iter()
-            .filter(|k| !k.refuses() && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed));
+        let failures = Kind::ALL.into_iter().filter(|k| {
+            *k == Kind::InvalidRequest
+                || !k.refuses() && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed)
+        });
         std::iter::once("ok")
             .chain(failures.map(Kind::as_str))
             .collect()
@@ -130,6 +137,7 @@ impl Kind {
     pub fn of_failure(failure: &JobFailure) -> Kind {
         match failure {
             JobFailure::Script(error) => match error.kind {
+                ScriptErrorKind::InvalidRequest => Kind::InvalidRequest,
                 ScriptErrorKind::SyntaxError => Kind::SyntaxError,
                 ScriptErrorKind::MissingMain => Kind::MissingMain,
                 ScriptErrorKind::ScriptException => Kind::ScriptException,
@@ -140,7 +148,7 @@ impl Kind {
                 ScriptErrorKind::Internal => Kind::Internal,
             },
             JobFailure::Timeout => Kind::Timeout,
-            JobFailure::MemoryLimit => Kind::MemoryLimit,
+            JobFailure::MemoryLimit | JobFailure::MemoryBelowBaseline { .. } => Kind::MemoryLimit,
             JobFailure::Exited { .. } => Kind::WorkerExited,
             JobFailure::Protocol(_) => Kind::ProtocolViolation,
             JobFailure::Lost(_) => Kind::WorkerLost,

@@ -33,6 +33,12 @@ pub struct Metrics {
     registry: Registry,
     pub jobs: IntCounterVec,
     pub job_duration: HistogramVec,
+    /// What jobs used, from their cgroups.
+    pub job_cpu: Histogram,
+    pub job_peak_memory: Histogram,
+    /// The limits jobs ran under (the server's, or lower ones they asked for).
+    pub job_timeout_limit: Histogram,
+    pub job_memory_limit: Histogram,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub queue_wait: Histogram,
@@ -70,6 +76,12 @@ pub fn buckets(longest: Duration) -> Vec<f64> {
     }
 }
 
+/// Powers of two from 1 MiB to 16 GiB: memory figures span orders of
+/// magnitude, and a few buckets keep the series cheap.
+pub fn memory_buckets() -> Vec<f64> {
+    (20..=34).map(|shift| (1u64 << shift) as f64).collect()
+}
+
 impl Metrics {
     /// `job_timeout` and `wait_timeout` (queue wait) bound the job and request
     /// histograms; `spawn_timeout` the spawn histogram.
@@ -98,6 +110,26 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            job_cpu: Histogram::with_opts(histogram(
+                "pyexec_job_cpu_seconds",
+                "CPU time of a job's processes, read from its cgroup when it ended.",
+                &job_buckets,
+            ))?,
+            job_peak_memory: Histogram::with_opts(histogram(
+                "pyexec_job_peak_memory_bytes",
+                "Highest memory charge of a job's cgroup while it ran (spawn mode: the warm interpreter included).",
+                &memory_buckets(),
+            ))?,
+            job_timeout_limit: Histogram::with_opts(histogram(
+                "pyexec_job_limit_timeout_seconds",
+                "The wall-clock limit each job ran under: PYEXEC_TIMEOUT, or less if the request asked.",
+                &job_buckets,
+            ))?,
+            job_memory_limit: Histogram::with_opts(histogram(
+                "pyexec_job_limit_memory_bytes",
+                "The memory limit each job ran under: PYEXEC_MEMORY_MB, or less if the request asked.",
+                &memory_buckets(),
+            ))?,
             http_requests: IntCounterVec::new(
                 Opts::new("pyexec_http_requests_total", "HTTP requests answered, by route and status code."),
                 &["route", "status"],
@@ -170,6 +202,10 @@ impl Metrics {
         let r = &metrics.registry;
         r.register(Box::new(metrics.jobs.clone()))?;
         r.register(Box::new(metrics.job_duration.clone()))?;
+        r.register(Box::new(metrics.job_cpu.clone()))?;
+        r.register(Box::new(metrics.job_peak_memory.clone()))?;
+        r.register(Box::new(metrics.job_timeout_limit.clone()))?;
+        r.register(Box::new(metrics.job_memory_limit.clone()))?;
         r.register(Box::new(metrics.http_requests.clone()))?;
         r.register(Box::new(metrics.http_duration.clone()))?;
         r.register(Box::new(metrics.queue_wait.clone()))?;
@@ -282,6 +318,11 @@ mod tests {
         assert_eq!(b.last(), Some(&25.0));
         assert!(b.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(buckets(Duration::from_millis(2500)).last(), Some(&5.0));
+        let memory = memory_buckets();
+        assert_eq!(
+            (memory[0], memory[memory.len() - 1]),
+            (1048576.0, 17179869184.0)
+        );
     }
 
     #[test]
@@ -317,6 +358,10 @@ mod tests {
         for name in [
             "pyexec_jobs_total",
             "pyexec_job_duration_seconds",
+            "pyexec_job_cpu_seconds",
+            "pyexec_job_peak_memory_bytes",
+            "pyexec_job_limit_timeout_seconds",
+            "pyexec_job_limit_memory_bytes",
             "pyexec_http_requests_total",
             "pyexec_http_request_duration_seconds",
             "pyexec_queue_wait_seconds",

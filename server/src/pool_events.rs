@@ -55,6 +55,18 @@ impl PoolObserver for PoolEvents {
             .job_duration
             .with_label_values(&[outcome])
             .observe(report.run_time.as_secs_f64());
+        if let Some(cpu) = report.usage.cpu {
+            self.metrics.job_cpu.observe(cpu.as_secs_f64());
+        }
+        if let Some(peak) = report.usage.peak_memory_bytes {
+            self.metrics.job_peak_memory.observe(peak as f64);
+        }
+        self.metrics
+            .job_timeout_limit
+            .observe(report.limits.timeout.as_secs_f64());
+        self.metrics
+            .job_memory_limit
+            .observe(report.limits.memory_bytes as f64);
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyexec_worker::{Pool, Sandbox};
+use pyexec_worker::{FileCaps, Pool, Sandbox};
 
 use crate::config::Config;
 use crate::kind::Kind;
@@ -19,23 +19,30 @@ use crate::shutdown::Drain;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_script_chars: usize,
+    /// The cap on an input's JSON, as sent.
+    pub max_input_bytes: usize,
     pub max_body_bytes: usize,
     /// How long reading a whole request body may take.
     pub body_timeout: Duration,
     pub max_result_bytes: u64,
+    /// A job's wall-clock limit, and the most a request may ask for.
     pub timeout: Duration,
+    /// A job's memory limit, and the most a request may ask for.
     pub memory_mb: u64,
+    pub file_caps: FileCaps,
 }
 
 impl Limits {
     pub fn from_config(config: &Config) -> Limits {
         Limits {
             max_script_chars: config.max_script_chars,
+            max_input_bytes: config.max_input_bytes,
             max_body_bytes: config.max_body_bytes(),
             body_timeout: config.body_timeout,
             max_result_bytes: config.max_result_bytes,
             timeout: config.timeout,
             memory_mb: config.memory_mb,
+            file_caps: config.file_caps(),
         }
     }
 }

@@ -190,8 +190,13 @@ async fn request_rows_of_the_status_table() {
 
 #[tokio::test]
 async fn an_oversized_body_is_refused_before_it_is_read() {
-    let server = InProcessServer::start(&[("PYEXEC_MAX_SCRIPT_CHARS", "10")]).await;
-    let limit = 10 * 6 + 64 * 1024;
+    let server = InProcessServer::start(&[
+        ("PYEXEC_MAX_SCRIPT_CHARS", "10"),
+        ("PYEXEC_MAX_INPUT_BYTES", "100"),
+    ])
+    .await;
+    // Six bytes per script character, the input's cap, room for the rest.
+    let limit = 10 * 6 + 100 + 64 * 1024;
     // A declared length over the cap: answered from the head alone.
     let head = format!(
         "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -221,6 +226,39 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
     assert_eq!(
         (response.status, response.json()["kind"].as_str().unwrap()),
         (413, "script_too_large")
+    );
+
+    // The same with an input that is too large: the input is named, from a
+    // declared length (after a look at the first bytes) and while streaming.
+    let start = br#"{"script": "def main(x): ...", "input": ["#;
+    let head = format!(
+        "POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        limit * 10
+    );
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(start);
+    raw.extend(std::iter::repeat_n(b'1', 1000));
+    let started = Instant::now();
+    let response = send_raw(server.addr, &raw).await;
+    assert_eq!(
+        (response.status, response.json()["kind"].as_str().unwrap()),
+        (413, "input_too_large")
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let mut raw = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    raw.extend_from_slice(format!("{:x}\r\n", start.len()).as_bytes());
+    raw.extend_from_slice(start);
+    raw.extend_from_slice(b"\r\n");
+    for _ in 0..(limit / chunk.len() + 2) {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let response = send_raw(server.addr, &raw).await;
+    assert_eq!(
+        (response.status, response.json()["kind"].as_str().unwrap()),
+        (413, "input_too_large")
     );
     server.shutdown().await;
 }
@@ -765,5 +803,22 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
         .expect("the waiting connection was not served once a slot freed")
         .unwrap();
     assert_eq!(answered.status, 200);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_served_openapi_document_is_the_repositorys_file() {
+    let server = InProcessServer::start(&[]).await;
+    let response = get(server.addr, "/openapi.json").await;
+    assert_eq!(response.status, 200);
+    response.assert_json_line();
+    let file = std::fs::read(common::repo_root().join("openapi.json")).unwrap();
+    assert_eq!(
+        response.body, file,
+        "the binary serves a stale openapi.json"
+    );
+    let wrong = request(server.addr, "POST", "/openapi.json", &[], b"").await;
+    assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
     server.shutdown().await;
 }

@@ -40,6 +40,7 @@ import os, socket
 def main():
     found = {
         "tmp": sorted(os.listdir("/tmp")),
+        "outputs": sorted(os.listdir("/tmp/outputs")),
         "shm": sorted(os.listdir("/dev/shm")),
         "cwd": sorted(os.listdir(".")),
     }
@@ -70,9 +71,12 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     let intruder = execute(server.addr, INTRUDER).await;
     assert_eq!(intruder.status, 200, "{}", intruder.text());
     let found = &intruder.json()["result"];
-    assert_eq!(found["tmp"], serde_json::json!([]), "{found}");
+    // /tmp (the working directory) holds only the runner's empty folder for
+    // output files: nothing of the other job's.
+    assert_eq!(found["tmp"], serde_json::json!(["outputs"]), "{found}");
+    assert_eq!(found["outputs"], serde_json::json!([]), "{found}");
     assert_eq!(found["shm"], serde_json::json!([]), "{found}");
-    assert_eq!(found["cwd"], serde_json::json!([]), "{found}");
+    assert_eq!(found["cwd"], serde_json::json!(["outputs"]), "{found}");
     assert_eq!(found["socket"], "Connection refused", "{found}");
     assert_eq!(found["pid"], 1, "each job is PID 1 of its own namespace");
 

@@ -1,17 +1,18 @@
-//! Per-worker cgroups: memory, process and CPU limits for one jail, and the
-//! OOM-kill counter that tells a memory-limit death from any other.
+//! Per-worker cgroups: memory, process and CPU limits for one jail, the
+//! OOM-kill counter that tells a memory-limit death from any other, and what
+//! a job used (CPU time, peak memory), measured from the job's start.
 //!
 //! The server makes these itself rather than letting nsjail do it, because
 //! nsjail removes its cgroups as it exits, taking the OOM counter with them.
 //! Layout, so that servers sharing a host never touch each other's workers:
 //!
 //! ```text
-//! v1: /sys/fs/cgroup/{memory,pids,cpu}/<parent>/<server pid>/w<worker id>
+//! v1: /sys/fs/cgroup/{memory,pids,cpu[,cpuacct]}/<parent>/<server pid>/w<worker id>
 //! v2: /sys/fs/cgroup/<parent>/<server pid>/w<worker id>
 //! ```
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+
+use crate::job::{JobFailure, Usage};
 
 /// The two cgroup layouts Linux offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,13 +60,19 @@ pub enum CpuPriority {
 }
 
 const V1_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
+/// v1 with CPU accounting in a hierarchy of its own (these machines). Where
+/// cpuacct is mounted together with cpu, the cpu directory has its files.
+const V1_WITH_CPUACCT: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+const V2_CONTROLLERS: [&str; 1] = ["unified"];
 const CFS_PERIOD_US: u64 = 100_000;
 
 /// This server's cgroup root, where worker cgroups are made.
 #[derive(Debug)]
 pub struct Cgroups {
     mode: CgroupMode,
-    /// v1: one directory per controller, in `V1_CONTROLLERS` order; v2: one.
+    /// The controller of each root (v1), or `unified` (v2).
+    controllers: &'static [&'static str],
+    /// v1: one directory per controller; v2: one.
     roots: Vec<PathBuf>,
 }
 
@@ -123,8 +132,10 @@ impl Cgroups {
         }
         let cgroup = JobCgroup {
             mode: self.mode,
+            controllers: self.controllers,
             dirs: Arc::new(dirs),
             join: Arc::new(Vec::new()),
+            memory_bytes: limits.memory_bytes,
         };
         let applied = cgroup.apply(limits).and_then(|()| cgroup.open_join_files());
         match applied {
@@ -148,8 +159,23 @@ impl Cgroups {
 }
 
 fn prepare_v1(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, String> {
+    // cpuacct in a hierarchy of its own needs a directory of its own; mounted
+    // with cpu (the same directory under two names), the cpu one serves. It
+    // only measures: where it can't be used (a read-only mount) pyexec serves
+    // on, and the answers' cpu_ms is null.
+    let separate = |c: &str| fs::canonicalize(mount.join(c)).ok();
+    let controllers: &'static [&'static str] = match (separate("cpuacct"), separate("cpu")) {
+        (Some(acct), Some(cpu)) if acct != cpu => match make_dir(&acct.join(parent)) {
+            Ok(()) => &V1_WITH_CPUACCT,
+            Err(error) => {
+                tracing::warn!(%error, "no cpuacct cgroups: jobs' CPU time will not be reported");
+                &V1_CONTROLLERS
+            }
+        },
+        _ => &V1_CONTROLLERS,
+    };
     let mut roots = Vec::new();
-    for controller in V1_CONTROLLERS {
+    for controller in controllers {
         let parent_dir = mount.join(controller).join(parent);
         make_dir(&parent_dir)?;
         remove_stale_instances(&parent_dir);
@@ -159,6 +185,7 @@ fn prepare_v1(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, Str
     }
     Ok(Cgroups {
         mode: CgroupMode::V1,
+        controllers,
         roots,
     })
 }
@@ -184,6 +211,7 @@ fn prepare_v2(mount: &Path, parent: &str, instance: &str) -> Result<Cgroups, Str
     write_control(&root, "cgroup.subtree_control", "+memory +pids +cpu")?;
     Ok(Cgroups {
         mode: CgroupMode::V2,
+        controllers: &V2_CONTROLLERS,
         roots: vec![root],
     })
 }
@@ -290,11 +318,50 @@ fn read_pids(dir: &Path) -> Vec<i32> {
 #[derive(Debug, Clone)]
 pub struct JobCgroup {
     mode: CgroupMode,
-    /// v1: memory, pids, cpu; v2: the one directory.
+    /// The controller of each directory (v1), or `unified` (v2).
+    controllers: &'static [&'static str],
+    /// v1: memory, pids, cpu (and cpuacct); v2: the one directory.
     dirs: Arc<Vec<PathBuf>>,
     /// `cgroup.procs` of each directory, opened for writing before the fork so
     /// the child only has to write "0" to them to join.
     join: Arc<Vec<File>>,
+    /// The memory limit it was made with: a job asking for the same needs no write.
+    memory_bytes: u64,
+}
+
+/// Why a job's memory limit could not be applied.
+#[derive(Debug)]
+pub enum LimitError {
+    /// The cgroup already holds more than the limit asked for, and the
+    /// kernel could not reclaim it (v1 refuses the write with EBUSY).
+    InUse {
+        bytes: u64,
+    },
+    Io(io::Error),
+}
+
+impl From<LimitError> for JobFailure {
+    fn from(error: LimitError) -> JobFailure {
+        match error {
+            LimitError::InUse { bytes } => JobFailure::MemoryBelowBaseline {
+                in_use_bytes: bytes,
+            },
+            LimitError::Io(e) => {
+                JobFailure::Sandbox(format!("cannot apply the job's memory limit: {e}"))
+            }
+        }
+    }
+}
+
+/// What a job's usage is measured from, taken as the job starts.
+#[derive(Debug)]
+pub struct JobMeter {
+    /// CPU time the cgroup had used before the job (spawn mode: the
+    /// interpreter start and the imports).
+    cpu_before: Option<Duration>,
+    /// v2: `memory.peak`, reset through this descriptor: the reset holds
+    /// only for reads through the same open file.
+    peak_file: Option<File>,
 }
 
 impl JobCgroup {
@@ -302,13 +369,128 @@ impl JobCgroup {
         match self.mode {
             CgroupMode::V2 => &self.dirs[0],
             CgroupMode::V1 => {
-                let i = V1_CONTROLLERS
-                    .iter()
-                    .position(|c| *c == controller)
+                let find = |name: &str| self.controllers.iter().position(|c| *c == name);
+                let i = find(controller)
+                    .or_else(|| (controller == "cpuacct").then(|| find("cpu")).flatten())
                     .unwrap_or(0);
                 &self.dirs[i]
             }
         }
+    }
+
+    /// Makes the cgroup ready for its job: applies the job's memory limit if
+    /// it is lower than the cgroup's, resets the memory peak to the current
+    /// charge, and reads the CPU time used so far, so that [`JobCgroup::usage`]
+    /// measures the job alone.
+    pub fn begin_job(&self, memory_bytes: u64) -> Result<JobMeter, LimitError> {
+        if memory_bytes != self.memory_bytes {
+            self.set_memory_limit(memory_bytes)?;
+        }
+        let memory = self.dir("memory");
+        let peak_file = match self.mode {
+            // Writing 0 resets it to the current usage.
+            CgroupMode::V1 => {
+                let _ = fs::write(memory.join("memory.max_usage_in_bytes"), "0");
+                None
+            }
+            // Resettable from kernel 6.12 on; before, the write fails and the
+            // peak counts from the cgroup's creation.
+            CgroupMode::V2 => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(memory.join("memory.peak"))
+                .ok()
+                .map(|mut file| {
+                    let _ = file.write_all(b"reset\n");
+                    file
+                }),
+        };
+        Ok(JobMeter {
+            cpu_before: self.cpu_used(),
+            peak_file,
+        })
+    }
+
+    fn set_memory_limit(&self, bytes: u64) -> Result<(), LimitError> {
+        let memory = self.dir("memory");
+        let (limit, swap, swap_value) = match self.mode {
+            CgroupMode::V1 => (
+                "memory.limit_in_bytes",
+                "memory.memsw.limit_in_bytes",
+                bytes.to_string(),
+            ),
+            CgroupMode::V2 => ("memory.max", "memory.swap.max", "0".to_string()),
+        };
+        match fs::write(memory.join(limit), bytes.to_string()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => {
+                let usage = match self.mode {
+                    CgroupMode::V1 => "memory.usage_in_bytes",
+                    CgroupMode::V2 => "memory.current",
+                };
+                let bytes = read_number(&memory.join(usage)).unwrap_or(0);
+                return Err(LimitError::InUse { bytes });
+            }
+            Err(e) => return Err(LimitError::Io(e)),
+        }
+        // Lowering: memory first, then memory+swap, which may not be below it.
+        let swap = memory.join(swap);
+        if swap.exists() {
+            fs::write(swap, swap_value).map_err(LimitError::Io)?;
+        }
+        Ok(())
+    }
+
+    /// CPU time used by every process that was ever in the cgroup.
+    fn cpu_used(&self) -> Option<Duration> {
+        match self.mode {
+            CgroupMode::V1 => {
+                read_number(&self.dir("cpuacct").join("cpuacct.usage")).map(Duration::from_nanos)
+            }
+            CgroupMode::V2 => {
+                let stat = fs::read_to_string(self.dirs[0].join("cpu.stat")).ok()?;
+                counter(&stat, "usage_usec").map(Duration::from_micros)
+            }
+        }
+    }
+
+    /// What the job used since [`JobCgroup::begin_job`]: call once its
+    /// processes are stopped, before the cgroup is removed.
+    pub fn usage(&self, meter: &mut JobMeter) -> Usage {
+        let cpu = match (meter.cpu_before, self.cpu_used()) {
+            (Some(before), Some(now)) => Some(now.saturating_sub(before)),
+            _ => None,
+        };
+        let peak_memory_bytes = match meter.peak_file.as_mut() {
+            Some(file) => {
+                let mut text = String::new();
+                file.rewind()
+                    .and_then(|()| file.read_to_string(&mut text))
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok())
+            }
+            None => self.peak_memory(),
+        };
+        Usage {
+            cpu,
+            peak_memory_bytes,
+        }
+    }
+
+    /// [`JobCgroup::begin_job`] on the blocking pool.
+    pub async fn begin_job_blocking(&self, memory_bytes: u64) -> Result<JobMeter, LimitError> {
+        let cgroup = self.clone();
+        run_blocking(move || cgroup.begin_job(memory_bytes))
+            .await
+            .map_err(LimitError::Io)?
+    }
+
+    /// [`JobCgroup::usage`] on the blocking pool.
+    pub async fn usage_blocking(&self, mut meter: JobMeter) -> Usage {
+        let cgroup = self.clone();
+        run_blocking(move || cgroup.usage(&mut meter))
+            .await
+            .unwrap_or_default()
     }
 
     fn apply(&self, limits: &CgroupLimits) -> io::Result<()> {
@@ -565,8 +747,10 @@ mod tests {
         fs::write(dir.join("memory.swap.max"), "max").unwrap();
         let cgroup = JobCgroup {
             mode: CgroupMode::V2,
+            controllers: &V2_CONTROLLERS,
             dirs: Arc::new(vec![dir.clone()]),
             join: Arc::new(Vec::new()),
+            memory_bytes: 256 << 20,
         };
         let limits = CgroupLimits {
             memory_bytes: 256 << 20,
@@ -581,6 +765,24 @@ mod tests {
         assert_eq!(read("cpu.max"), "150000 100000");
         assert_eq!(cgroup.memory_limit(), Some(256 << 20));
         assert_eq!(cgroup.cpu_limit(), Some(1.5));
+
+        // A job's own memory limit, its CPU time and memory peak measured
+        // from its start. (On the stand-in, "reset" lands in the file itself.)
+        fs::write(dir.join("cpu.stat"), "usage_usec 1000\nuser_usec 600\n").unwrap();
+        fs::write(dir.join("memory.peak"), "70000000\n").unwrap();
+        let mut meter = cgroup.begin_job(128 << 20).unwrap();
+        assert_eq!(read("memory.max"), "134217728");
+        assert_eq!(read("memory.swap.max"), "0");
+        fs::write(dir.join("cpu.stat"), "usage_usec 251000\nuser_usec 9\n").unwrap();
+        fs::write(dir.join("memory.peak"), "104857600\n").unwrap();
+        let usage = cgroup.usage(&mut meter);
+        assert_eq!(usage.cpu, Some(Duration::from_millis(250)));
+        assert_eq!(usage.peak_memory_bytes, Some(100 << 20));
+        // The cgroup's own limit needs no write.
+        fs::write(dir.join("memory.max"), "untouched").unwrap();
+        cgroup.begin_job(256 << 20).unwrap();
+        assert_eq!(read("memory.max"), "untouched");
+        fs::write(dir.join("memory.max"), "268435456").unwrap();
 
         cgroup.set_cpu_priority(CpuPriority::Warmup);
         assert_eq!(read("cpu.weight"), "6");

@@ -26,7 +26,6 @@ use nix::sys::socket::{
     SockFlag, SockType, UnixCredentials,
 };
 use nix::unistd::pipe2;
-use serde_json::value::RawValue;
 use tokio::io::Interest;
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
@@ -34,11 +33,28 @@ use tokio_util::codec::Decoder;
 
 use crate::capture::Capture;
 use crate::codec::{read_message, write_message, FrameError, JsonCodec};
-use crate::job::{Captured, Job, JobFailure};
+use crate::job::{Captured, FileCaps, Job, JobFailure, JobResult};
 use crate::protocol::{FromRunner, ScriptErrorKind, ToRunner, Versions};
+use crate::protocol::{MAX_FILE_NAME_BYTES, MAX_OMITTED_LISTED};
 
 /// Room in a frame beyond the result itself (the envelope, an error's traceback).
 pub const FRAME_OVERHEAD: u64 = 1 << 20;
+/// Room per listed file beyond its content: its name (at most
+/// `MAX_FILE_NAME_BYTES`, each byte at worst a 6-byte JSON escape), size,
+/// media type and the keys.
+const FILE_ENTRY_ROOM: u64 = (MAX_FILE_NAME_BYTES as u64) * 6 + 512;
+
+/// The largest answer frame a job may send: its result, its output files
+/// (base64: 4 bytes per 3), their entries and the omitted names, and the
+/// envelope.
+pub fn max_answer_frame(max_result_bytes: u64, caps: FileCaps) -> u64 {
+    let base64 = caps.max_bytes.div_ceil(3) * 4;
+    let entries = (u64::from(caps.max_files) + MAX_OMITTED_LISTED as u64) * FILE_ENTRY_ROOM;
+    max_result_bytes
+        .saturating_add(FRAME_OVERHEAD)
+        .saturating_add(base64)
+        .saturating_add(entries)
+}
 /// Bytes read from the job socket per system call.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -79,10 +95,11 @@ pub struct JobChannel {
 impl JobChannel {
     /// Makes the socket pair and the two pipes, starts capturing the pipes
     /// (each capped at `max_output_bytes`), and returns the ends the job
-    /// process gets. Every descriptor is close-on-exec: a jail spawned at the
-    /// same moment must not inherit another job's ends.
+    /// process gets. Answers longer than `max_answer_frame` bytes are refused.
+    /// Every descriptor is close-on-exec: a jail spawned at the same moment
+    /// must not inherit another job's ends.
     pub fn new(
-        max_result_bytes: u64,
+        max_answer_frame: u64,
         max_output_bytes: usize,
     ) -> io::Result<(JobChannel, JobEnds)> {
         let (ours, theirs) = socketpair(
@@ -99,7 +116,7 @@ impl JobChannel {
         let channel = JobChannel {
             socket: UnixStream::from_std(socket)?,
             read_buffer: BytesMut::new(),
-            from_runner: JsonCodec::new((max_result_bytes + FRAME_OVERHEAD) as usize),
+            from_runner: JsonCodec::new(usize::try_from(max_answer_frame).unwrap_or(usize::MAX)),
             to_runner: JsonCodec::new(usize::MAX),
             stdout: Some(Capture::start(
                 pipe::Receiver::from_owned_fd(stdout_read)?,
@@ -184,10 +201,13 @@ impl JobChannel {
     /// pool imposes it.
     ///
     /// Cancel safety: safe to drop; the channel is then only fit to be closed.
-    pub async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, RunError> {
+    pub async fn run(&mut self, job: &Job) -> Result<JobResult, RunError> {
         let message = ToRunner::Job {
             script: job.script.clone(),
+            input: job.input.clone(),
             max_result_bytes: job.max_result_bytes,
+            max_files: job.file_caps.max_files,
+            max_files_bytes: job.file_caps.max_bytes,
         };
         if let Err(e) = write_message(&mut self.socket, &mut self.to_runner, &message).await {
             return Err(RunError::Failed(JobFailure::Sandbox(format!(
@@ -201,7 +221,7 @@ impl JobChannel {
         )
         .await;
         match answer {
-            Ok(FromRunner::Result { result }) => Ok(result),
+            Ok(FromRunner::Result { result, files }) => Ok(JobResult { result, files }),
             Ok(FromRunner::Error(error)) if error.kind == ScriptErrorKind::Internal => {
                 Err(RunError::Failed(JobFailure::Sandbox(format!(
                     "the runner failed: {}",
@@ -239,6 +259,32 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    fn limits() -> crate::job::JobLimits {
+        crate::job::JobLimits {
+            timeout: std::time::Duration::from_secs(1),
+            memory_bytes: 1 << 28,
+        }
+    }
+
+    #[test]
+    fn the_answer_frame_has_room_for_every_file() {
+        let caps = FileCaps {
+            max_files: 32,
+            max_bytes: 4 << 20,
+        };
+        let frame = max_answer_frame(10 << 20, caps);
+        // 4 MiB of base64 alone is 5.33 MiB.
+        assert!(frame >= (10 << 20) + FRAME_OVERHEAD + (4 << 20) * 4 / 3 + 132 * 6 * 1024);
+        let none = FileCaps {
+            max_files: 0,
+            max_bytes: 0,
+        };
+        assert_eq!(
+            max_answer_frame(0, none),
+            FRAME_OVERHEAD + MAX_OMITTED_LISTED as u64 * FILE_ENTRY_ROOM
+        );
+    }
+
     fn frame(body: &str) -> Vec<u8> {
         let mut out = (body.len() as u32).to_be_bytes().to_vec();
         out.extend_from_slice(body.as_bytes());
@@ -269,12 +315,10 @@ mod tests {
         let ready = channel.wait_ready().await.unwrap();
         assert_eq!(ready.host_pid, std::process::id() as i32);
         assert_eq!(ready.versions.numpy, "2");
-        let job = Job {
-            script: "def main(): ...".into(),
-            max_result_bytes: 100,
-        };
+        let job = Job::new("def main(): ...", limits(), 100);
         let result = channel.run(&job).await.unwrap();
-        assert_eq!(result.get(), r#"{"n":1}"#);
+        assert_eq!(result.result.get(), r#"{"n":1}"#);
+        assert!(result.files.files.is_empty() && !result.files.truncated);
         assert!(process.join().unwrap().contains("def main(): ..."));
         let (stdout, stderr) = channel.output().await;
         assert_eq!(stdout.bytes, b"printed\n");
@@ -313,10 +357,7 @@ mod tests {
             .unwrap();
         channel.wait_ready().await.unwrap();
         theirs.write_all(&u32::MAX.to_be_bytes()).unwrap();
-        let job = Job {
-            script: "x".into(),
-            max_result_bytes: 100,
-        };
+        let job = Job::new("x", limits(), 100);
         match channel.run(&job).await {
             Err(RunError::Failed(JobFailure::Protocol(why))) => assert!(why.contains("larger")),
             other => panic!("{other:?}"),

@@ -156,12 +156,21 @@ mod tests {
         let mut codec = JsonCodec::<ToRunner>::new(1 << 20);
         let job = ToRunner::Job {
             script: "def main():\n    return {}\n".into(),
+            input: Some(
+                serde_json::value::RawValue::from_string("[1, {\"a\": null}]".into()).unwrap(),
+            ),
             max_result_bytes: 10,
+            max_files: 3,
+            max_files_bytes: 100,
         };
         let mut buf = BytesMut::new();
         codec.encode(&job, &mut buf).unwrap();
         assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
-        assert_eq!(codec.decode(&mut buf).unwrap(), Some(job));
+        let decoded = codec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(
+            serde_json::to_string(&decoded).unwrap(),
+            serde_json::to_string(&job).unwrap()
+        );
         assert!(buf.is_empty());
     }
 
@@ -223,14 +232,18 @@ mod tests {
         let mut out = JsonCodec::<ToRunner>::new(1 << 20);
         let job = ToRunner::Job {
             script: "x = 1".into(),
+            input: None,
             max_result_bytes: 5,
+            max_files: 0,
+            max_files_bytes: 0,
         };
         write_message(&mut a, &mut out, &job).await.unwrap();
         let mut input = JsonCodec::<ToRunner>::new(1 << 20);
         let mut buf = BytesMut::new();
+        let read = read_message(&mut b, &mut input, &mut buf).await.unwrap();
         assert_eq!(
-            read_message(&mut b, &mut input, &mut buf).await.unwrap(),
-            job
+            serde_json::to_string(&read).unwrap(),
+            serde_json::to_string(&job).unwrap()
         );
     }
 }

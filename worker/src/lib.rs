@@ -15,7 +15,8 @@
 //! - [`channel`]: the server's end of one job process.
 //! - [`spawn`], [`fork`]: the two isolation modes.
 //! - [`nsjail`], [`launcher`]: starting jails, from one long-lived thread.
-//! - [`cgroup`]: per-worker cgroups (v1 and v2) for memory, processes and CPU.
+//! - [`cgroup`]: per-worker cgroups (v1 and v2) for memory, processes and
+//!   CPU, and what each job used.
 //! - [`process`]: a job's init process held by a pidfd.
 //! - [`capture`]: reading a job's stdout/stderr pipes under a cap.
 //! - [`selfcheck`]: the start-up proof of every wall.
@@ -37,8 +38,8 @@ pub mod sandbox;
 pub mod selfcheck;
 pub mod spawn;
 
-pub use job::{Captured, Job, JobFailure, JobReport};
+pub use job::{Captured, FileCaps, Job, JobFailure, JobLimits, JobReport, JobResult, Usage};
 pub use observer::{NoObserver, PoolObserver};
 pub use pool::{CheckoutError, Lease, Pool, PoolConfig, PoolStatus};
-pub use protocol::{ScriptError, ScriptErrorKind, Versions};
+pub use protocol::{OutputFile, OutputFiles, ScriptError, ScriptErrorKind, Versions};
 pub use sandbox::{Sandbox, SpawnError, Worker};

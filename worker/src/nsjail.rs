@@ -30,6 +30,7 @@ use nix::unistd::pipe2;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
+use crate::job::FileCaps;
 use crate::launcher::Launcher;
 
 /// Where the runner's directory appears inside the jail.
@@ -81,6 +82,8 @@ pub struct NsjailConfig {
     pub max_output_bytes: usize,
     /// Cap on the result's JSON.
     pub max_result_bytes: u64,
+    /// Caps on the output files a result frame may carry.
+    pub file_caps: FileCaps,
     /// How long a worker may take to report ready.
     pub spawn_timeout: Duration,
     /// Name of the cgroup under which this server's worker cgroups are made.
@@ -549,6 +552,10 @@ mod tests {
             },
             max_output_bytes: 1 << 20,
             max_result_bytes: 10 << 20,
+            file_caps: FileCaps {
+                max_files: 32,
+                max_bytes: 4 << 20,
+            },
             spawn_timeout: Duration::from_secs(30),
             cgroup_parent: "pyexec".into(),
             cgroup_mount: "/sys/fs/cgroup".into(),

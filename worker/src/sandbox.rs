@@ -5,9 +5,7 @@
 
 use std::future::Future;
 
-use serde_json::value::RawValue;
-
-use crate::job::{Captured, Job, JobFailure};
+use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
 use crate::nsjail::SetupError;
 use crate::protocol::Versions;
 use crate::selfcheck::SelfCheckReport;
@@ -86,16 +84,24 @@ pub trait Worker: Send + 'static {
         true
     }
 
-    /// Sends the job and waits for the runner's answer. No deadline here: the
-    /// pool imposes it. Cancel safety: may be dropped at any point; the worker
-    /// is then only fit to be stopped.
-    fn run(&mut self, job: &Job) -> impl Future<Output = Result<Box<RawValue>, JobFailure>> + Send;
+    /// Applies the job's limits to the worker (its memory limit), starts
+    /// measuring what it uses, sends the job and waits for the runner's
+    /// answer. No deadline here: the pool imposes it. Cancel safety: may be
+    /// dropped at any point; the worker is then only fit to be stopped.
+    fn run(&mut self, job: &Job) -> impl Future<Output = Result<JobResult, JobFailure>> + Send;
 
     /// Kills the job's processes, at once and without waiting.
     fn stop(&mut self);
 
     /// What the job wrote to stdout and stderr up to now; called after `stop`.
     fn output(&mut self) -> impl Future<Output = (Captured, Captured)> + Send;
+
+    /// What the job used from the start of `run` (CPU time, peak memory);
+    /// called after `stop`, before `reap`. A sandbox that can't tell says
+    /// nothing.
+    fn usage(&mut self) -> impl Future<Output = Usage> + Send {
+        async { Usage::default() }
+    }
 
     /// Waits for the job's processes to be gone and removes what was made
     /// for them (cgroups). Runs after the answer has gone to the client.

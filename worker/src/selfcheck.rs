@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cgroup::{CgroupMode, JobCgroup};
-use crate::job::Job;
+use crate::job::{Job, JobLimits};
 use crate::nsjail::{NsjailConfig, SetupError, TMP_BYTES};
 use crate::protocol::Versions;
 use crate::sandbox::{Sandbox, Worker};
@@ -396,9 +396,10 @@ where
     let versions = first.versions().clone();
 
     let outside = look_from_outside(&first).await;
-    let first_inside = run_canary(&mut first).await.map_err(&fail);
+    let memory = expected.memory_bytes;
+    let first_inside = run_canary(&mut first, memory).await.map_err(&fail);
     let second_survived = second.is_alive();
-    let second_inside = run_canary(&mut second).await.map_err(&fail);
+    let second_inside = run_canary(&mut second, memory).await.map_err(&fail);
     for worker in [first, second] {
         worker.reap().await;
     }
@@ -456,11 +457,12 @@ async fn look_from_outside<W: Inspect>(worker: &W) -> Outside {
     })
 }
 
-async fn run_canary<W: Worker>(worker: &mut W) -> Result<Inside, String> {
-    let job = Job {
-        script: CANARY.to_string(),
-        max_result_bytes: 1 << 16,
+async fn run_canary<W: Worker>(worker: &mut W, memory_bytes: u64) -> Result<Inside, String> {
+    let limits = JobLimits {
+        timeout: CANARY_TIMEOUT,
+        memory_bytes,
     };
+    let job = Job::new(CANARY, limits, 1 << 16);
     let result = tokio::time::timeout(CANARY_TIMEOUT, worker.run(&job))
         .await
         .map_err(|_| format!("the canary job did not answer within {CANARY_TIMEOUT:?}"))?
@@ -468,7 +470,7 @@ async fn run_canary<W: Worker>(worker: &mut W) -> Result<Inside, String> {
     worker.stop();
     let _ = worker.output().await;
     let result = result?;
-    serde_json::from_str(result.get())
+    serde_json::from_str(result.result.get())
         .map_err(|e| format!("the canary's report is unreadable: {e}"))
 }
 
@@ -479,7 +481,7 @@ fn host_uid(pid: i32) -> Option<u32> {
 }
 
 /// Adds the likely cause and its fix to a spawn failure seen at start-up.
-fn explain_spawn_failure(message: &str) -> String {
+pub(crate) fn explain_spawn_failure(message: &str) -> String {
     let gvisor = std::fs::read_to_string("/proc/version").is_ok_and(|v| v.contains("gVisor"));
     let hint = if gvisor || message.contains("PR_SET_SECUREBITS") {
         "this looks like gVisor (Cloud Run's first generation), where nsjail cannot work: \

@@ -13,11 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::value::RawValue;
-
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, CpuPriority, JobCgroup};
-use crate::channel::{JobChannel, RunError};
-use crate::job::{Captured, Job, JobFailure};
+use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, CpuPriority, JobCgroup, JobMeter};
+use crate::channel::{max_answer_frame, JobChannel, RunError};
+use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
 use crate::launcher::Launcher;
 use crate::nsjail::{Jail, Nsjail, NsjailConfig, Role, SetupError};
 use crate::process::JobProcess;
@@ -78,6 +76,8 @@ pub struct SpawnWorker {
     process: Option<JobProcess>,
     /// `None` once reaped.
     cgroup: Option<JobCgroup>,
+    /// What the running job's usage is measured from.
+    meter: Option<JobMeter>,
 }
 
 impl Sandbox for SpawnSandbox {
@@ -96,14 +96,16 @@ impl Sandbox for SpawnSandbox {
             .await
             .map_err(|e| fail("cannot create its cgroup", &e))?;
         cgroup.set_cpu_priority_blocking(CpuPriority::Warmup).await;
-        let (channel, ends) =
-            match JobChannel::new(config.max_result_bytes, config.max_output_bytes) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    cgroup.destroy().await;
-                    return Err(fail("cannot make its job channel", &e));
-                }
-            };
+        let (channel, ends) = match JobChannel::new(
+            max_answer_frame(config.max_result_bytes, config.file_caps),
+            config.max_output_bytes,
+        ) {
+            Ok(parts) => parts,
+            Err(e) => {
+                cgroup.destroy().await;
+                return Err(fail("cannot make its job channel", &e));
+            }
+        };
         let passed = vec![ends.socket, ends.stdout, ends.stderr];
         let jail = match self
             .nsjail
@@ -125,6 +127,7 @@ impl Sandbox for SpawnSandbox {
             channel,
             process: None,
             cgroup: Some(cgroup),
+            meter: None,
         };
         let waited = tokio::time::timeout(config.spawn_timeout, async {
             tokio::select! {
@@ -207,7 +210,10 @@ impl Worker for SpawnWorker {
         self.process.as_ref().is_some_and(|p| !p.has_exited())
     }
 
-    async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
+        if let Some(cgroup) = &self.cgroup {
+            self.meter = Some(cgroup.begin_job_blocking(job.limits.memory_bytes).await?);
+        }
         match self.channel.run(job).await {
             Ok(result) => Ok(result),
             Err(RunError::Failed(failure)) => Err(failure),
@@ -229,6 +235,13 @@ impl Worker for SpawnWorker {
 
     async fn output(&mut self) -> (Captured, Captured) {
         self.channel.output().await
+    }
+
+    async fn usage(&mut self) -> Usage {
+        match (&self.cgroup, self.meter.take()) {
+            (Some(cgroup), Some(meter)) => cgroup.usage_blocking(meter).await,
+            _ => Usage::default(),
+        }
     }
 
     async fn reap(mut self) {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use pyexec_worker::fork::{ForkSandbox, NoZygoteObserver, Recycling};
 use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
 use pyexec_worker::spawn::SpawnSandbox;
-use pyexec_worker::{Job, JobFailure, Sandbox, ScriptErrorKind, Worker};
+use pyexec_worker::{
+    FileCaps, Job, JobFailure, JobLimits, JobResult, Sandbox, ScriptErrorKind, Usage, Worker,
+};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,6 +55,10 @@ fn config(test: &str) -> NsjailConfig {
         },
         max_output_bytes: 1 << 20,
         max_result_bytes: 10 << 20,
+        file_caps: FileCaps {
+            max_files: 32,
+            max_bytes: 4 << 20,
+        },
         spawn_timeout: scaled(Duration::from_secs(30)),
         cgroup_parent: format!("pyexec-test-{test}"),
         cgroup_mount: "/sys/fs/cgroup".into(),
@@ -60,13 +66,28 @@ fn config(test: &str) -> NsjailConfig {
 }
 
 fn job(script: &str) -> Job {
-    Job {
-        script: script.into(),
-        max_result_bytes: 10 << 20,
-    }
+    let limits = JobLimits {
+        timeout: Duration::from_secs(20),
+        memory_bytes: 256 << 20,
+    };
+    Job::new(script, limits, 10 << 20)
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(100);
+
+/// Runs `job` on a fresh worker: its outcome and what it used.
+async fn run_job<S: Sandbox>(sandbox: &S, job: &Job) -> (Result<JobResult, JobFailure>, Usage) {
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut worker = sandbox.spawn(id).await.expect("a worker starts");
+    let outcome = tokio::time::timeout(Duration::from_secs(20), worker.run(job))
+        .await
+        .expect("the job answers");
+    worker.stop();
+    let _ = worker.output().await;
+    let usage = worker.usage().await;
+    worker.reap().await;
+    (outcome, usage)
+}
 
 async fn run<S: Sandbox>(sandbox: &S, script: &str) -> (Result<String, JobFailure>, String) {
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +98,7 @@ async fn run<S: Sandbox>(sandbox: &S, script: &str) -> (Result<String, JobFailur
     worker.stop();
     let (stdout, _stderr) = worker.output().await;
     worker.reap().await;
-    (outcome.map(|r| r.get().to_string()), stdout.text())
+    (outcome.map(|r| r.result.get().to_string()), stdout.text())
 }
 
 /// Runs `check` against a spawn-mode and a fork-mode sandbox, each closed
@@ -121,7 +142,7 @@ macro_rules! both_modes {
 /// sandbox is closed; then the test's own parent is removed too.
 fn assert_no_cgroups_left(config: &NsjailConfig) {
     let instance = std::process::id().to_string();
-    for hierarchy in ["memory", "pids", "cpu", ""] {
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", ""] {
         let parent = config
             .cgroup_mount
             .join(hierarchy)
@@ -154,6 +175,33 @@ both_modes!(
         assert_eq!(result.unwrap_err(), JobFailure::MemoryLimit);
     }
 );
+
+// About 100 MiB touched and half a CPU-second spun: the job's own cgroup
+// says so, measured from the job's start (spawn mode: the interpreter's
+// start and imports are not counted as the job's CPU; its resident pages
+// are in the peak, as they count against the limit).
+both_modes!(what_a_job_used_comes_from_its_cgroup, |sandbox| {
+    let script = "import time\ndef main():\n    b = bytearray(b'x') * (100 << 20)\n    t = time.process_time()\n    while time.process_time() - t < 0.5:\n        pass\n    return {'n': len(b)}\n";
+    let (outcome, usage) = run_job(&sandbox, &job(script)).await;
+    outcome.unwrap();
+    let cpu = usage.cpu.expect("CPU usage").as_secs_f64();
+    assert!((0.45..0.7).contains(&cpu), "cpu {cpu} s");
+    let peak = usage.peak_memory_bytes.expect("peak memory") >> 20;
+    assert!((100..200).contains(&peak), "peak {peak} MiB");
+});
+
+// A request's lower memory limit is the cgroup's while its job runs: 200
+// MiB fit under the server's 256 but not under the job's 160.
+both_modes!(a_job_runs_under_its_own_memory_limit, |sandbox| {
+    let script = "def main():\n    b = bytearray(b'x') * (200 << 20)\n    return {'n': len(b)}\n";
+    let mut tight = job(script);
+    tight.limits.memory_bytes = 160 << 20;
+    let (outcome, usage) = run_job(&sandbox, &tight).await;
+    assert_eq!(outcome.unwrap_err(), JobFailure::MemoryLimit);
+    assert!(usage.peak_memory_bytes.unwrap() <= 160 << 20, "{usage:?}");
+    let (outcome, _) = run_job(&sandbox, &job(script)).await;
+    assert_eq!(outcome.unwrap().result.get(), r#"{"n":209715200}"#);
+});
 
 both_modes!(one_huge_allocation_is_a_memory_limit_too, |sandbox| {
     let (result, _) = run(

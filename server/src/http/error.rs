@@ -5,6 +5,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 use pyexec_worker::{CheckoutError, JobFailure};
 use serde::Serialize;
+use std::time::Duration;
 
 use super::script_output::ScriptOutput;
 use super::{json_response, Body};
@@ -44,6 +45,7 @@ impl ApiError {
             Kind::InvalidRequest => StatusCode::BAD_REQUEST,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::ScriptTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::InputTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Kind::SyntaxError => StatusCode::BAD_REQUEST,
             Kind::MissingMain => StatusCode::BAD_REQUEST,
@@ -149,8 +151,10 @@ impl ApiError {
         }
     }
 
-    /// The answer for a job that ran and failed, with what it printed.
-    pub fn from_failure(failure: JobFailure, output: ScriptOutput, limits: &Limits) -> ApiError {
+    /// The answer for a job that ran and failed, with what it printed; the
+    /// messages quote the limits that applied to it.
+    pub fn from_failure(failure: JobFailure, output: ScriptOutput) -> ApiError {
+        let limits = output.limits;
         let kind = Kind::of_failure(&failure);
         let mut error = match failure {
             JobFailure::Script(script) if kind == Kind::Internal => {
@@ -165,12 +169,20 @@ impl ApiError {
                 kind,
                 format!(
                     "the script ran longer than the {} s limit and was stopped",
-                    seconds(limits.timeout)
+                    seconds(Duration::from_secs_f64(limits.timeout_s))
                 ),
             ),
             JobFailure::MemoryLimit => ApiError::new(
                 kind,
                 format!("the script used more than the {} MiB memory limit and was killed", limits.memory_mb),
+            ),
+            JobFailure::MemoryBelowBaseline { in_use_bytes } => ApiError::new(
+                kind,
+                format!(
+                    "the {} MiB memory limit is below the {} MiB the worker's interpreter (with numpy and pandas) already uses, so the script could not run; ask for more memory",
+                    limits.memory_mb,
+                    in_use_bytes.div_ceil(1 << 20)
+                ),
             ),
             JobFailure::Exited { status } => ApiError {
                 detail: Some(status.clone()),
@@ -243,7 +255,7 @@ impl ApiError {
 }
 
 /// `10` or `2.5`, for messages.
-fn seconds(d: std::time::Duration) -> String {
+fn seconds(d: Duration) -> String {
     let s = d.as_secs_f64();
     if s.fract() == 0.0 {
         format!("{s:.0}")
@@ -255,10 +267,10 @@ fn seconds(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::script_output::{AppliedLimits, UsageFigures};
     use http_body_util::BodyExt;
     use pyexec_worker::ScriptError;
     use pyexec_worker::ScriptErrorKind;
-    use std::time::Duration;
 
     #[test]
     fn metric_labels_cover_every_outcome_and_rejection() {
@@ -273,12 +285,16 @@ mod tests {
             assert!(outcomes.contains(&expected), "{outcomes:?}");
         }
         assert!(!outcomes.contains(&"overloaded") && !outcomes.contains(&"not_found"));
+        // A job whose main can't take the request's input ends as the
+        // request's fault, after the script was loaded.
+        assert!(outcomes.contains(&"invalid_request"));
         assert_eq!(
             Kind::rejection_reasons(),
             [
                 "invalid_request",
                 "unsupported_media_type",
                 "script_too_large",
+                "input_too_large",
                 "request_timeout",
                 "overloaded",
                 "shutting_down"
@@ -293,6 +309,7 @@ mod tests {
             ("invalid_request", 400),
             ("unsupported_media_type", 415),
             ("script_too_large", 413),
+            ("input_too_large", 413),
             ("request_timeout", 408),
             ("syntax_error", 400),
             ("missing_main", 400),
@@ -321,17 +338,6 @@ mod tests {
         }
     }
 
-    fn limits() -> Limits {
-        Limits {
-            max_script_chars: 100,
-            max_body_bytes: 1000,
-            body_timeout: Duration::from_secs(10),
-            max_result_bytes: 1000,
-            timeout: Duration::from_millis(2500),
-            memory_mb: 256,
-        }
-    }
-
     fn output() -> ScriptOutput {
         ScriptOutput {
             stdout: "printed\n".into(),
@@ -339,6 +345,15 @@ mod tests {
             stdout_truncated: false,
             stderr_truncated: false,
             duration_ms: 1.0,
+            limits: AppliedLimits {
+                timeout_s: 2.5,
+                memory_mb: 96,
+            },
+            usage: UsageFigures {
+                cpu_ms: Some(0.5),
+                peak_memory_mb: None,
+                wall_ms: 1.0,
+            },
         }
     }
 
@@ -353,6 +368,11 @@ mod tests {
             })
         };
         let cases = [
+            (
+                script(ScriptErrorKind::InvalidRequest),
+                "invalid_request",
+                400,
+            ),
             (script(ScriptErrorKind::SyntaxError), "syntax_error", 400),
             (script(ScriptErrorKind::MissingMain), "missing_main", 400),
             (
@@ -390,24 +410,32 @@ mod tests {
             (JobFailure::Sandbox("io".into()), "internal", 500),
         ];
         for (failure, kind, status) in cases {
-            let e = ApiError::from_failure(failure, output(), &limits());
+            let e = ApiError::from_failure(failure, output());
             assert_eq!((e.kind.as_str(), e.status().as_u16()), (kind, status));
             assert!(
                 e.output.is_some(),
                 "{kind}: the script ran, its output belongs in the answer"
             );
         }
-        let timeout = ApiError::from_failure(JobFailure::Timeout, output(), &limits());
+        let timeout = ApiError::from_failure(JobFailure::Timeout, output());
         assert!(timeout.message.contains("2.5 s"), "{}", timeout.message);
+        let memory = ApiError::from_failure(JobFailure::MemoryLimit, output());
+        assert!(memory.message.contains(" 96 MiB"), "{}", memory.message);
+        let below = JobFailure::MemoryBelowBaseline {
+            in_use_bytes: (70 << 20) + 1,
+        };
+        let below = ApiError::from_failure(below, output());
+        assert_eq!(below.kind, Kind::MemoryLimit);
+        assert!(
+            below.message.contains("96 MiB") && below.message.contains("71 MiB"),
+            "{}",
+            below.message
+        );
     }
 
     #[tokio::test]
     async fn internal_errors_hide_their_detail() {
-        let e = ApiError::from_failure(
-            JobFailure::Sandbox("secret path /x".into()),
-            output(),
-            &limits(),
-        );
+        let e = ApiError::from_failure(JobFailure::Sandbox("secret path /x".into()), output());
         let body = e
             .into_response()
             .into_body()
@@ -429,7 +457,7 @@ mod tests {
             line: Some(2),
             traceback: Some("Traceback ...".into()),
         });
-        let response = ApiError::from_failure(failure, output(), &limits()).into_response();
+        let response = ApiError::from_failure(failure, output()).into_response();
         assert_eq!(response.status(), 400);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -439,6 +467,15 @@ mod tests {
         assert_eq!(json["traceback"], "Traceback ...");
         assert_eq!(json["stdout"], "printed\n");
         assert_eq!(json["stdout_truncated"], false);
+        assert_eq!(
+            json["limits"],
+            serde_json::json!({"timeout_s": 2.5, "memory_mb": 96})
+        );
+        assert_eq!(
+            json["usage"],
+            serde_json::json!({"cpu_ms": 0.5, "peak_memory_mb": null, "wall_ms": 1.0})
+        );
+        assert!(json.get("files").is_none(), "an error carries no files");
 
         let overloaded = ApiError::from_checkout(CheckoutError::QueueFull).into_response();
         assert_eq!(overloaded.status(), 503);

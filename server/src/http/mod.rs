@@ -5,6 +5,7 @@
 pub mod error;
 pub mod execute;
 pub mod health;
+pub mod openapi;
 pub mod router;
 pub mod script_output;
 

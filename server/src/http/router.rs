@@ -13,7 +13,7 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::{execute, health, Body};
+use super::{execute, health, openapi, Body};
 use crate::kind::Kind;
 use crate::request_id;
 use crate::state::AppState;
@@ -26,7 +26,13 @@ const ROUTES: &[(&str, &str)] = &[
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
 ];
+
+/// The paths served, for the test that the OpenAPI document describes each.
+pub fn route_paths() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().map(|(path, _)| *path)
+}
 
 fn route_label(path: &str) -> &'static str {
     ROUTES
@@ -118,6 +124,7 @@ async fn dispatch<S: Sandbox>(
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(health::healthz()),
         (&Method::GET | &Method::HEAD, "/readyz") => Ok(health::readyz(state)),
         (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
+        (&Method::GET | &Method::HEAD, "/openapi.json") => Ok(openapi::openapi()),
         (method, path) => match ROUTES.iter().find(|(route, _)| *route == path) {
             Some((_, allow)) => Err(ApiError::method_not_allowed(method, path, allow)),
             None => Err(ApiError::not_found(path)),

@@ -20,7 +20,8 @@ use std::time::Duration;
 use pyexec_worker::nsjail::SetupError;
 use pyexec_worker::selfcheck::SelfCheckReport;
 use pyexec_worker::{
-    Captured, Job, JobFailure, Sandbox, ScriptError, ScriptErrorKind, SpawnError, Versions, Worker,
+    Captured, Job, JobFailure, JobResult, Sandbox, ScriptError, ScriptErrorKind, SpawnError,
+    Versions, Worker,
 };
 use serde_json::value::RawValue;
 
@@ -135,12 +136,12 @@ impl Worker for FakeWorker {
         &self.versions
     }
 
-    async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
         // Stays Running if this future is dropped before it answers.
         self.job = JobState::Running;
         let outcome = self.answer(job).await;
         self.job = JobState::Answered;
-        outcome
+        outcome.map(JobResult::of)
     }
 
     fn stop(&mut self) {

@@ -28,14 +28,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::value::RawValue;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, JobCgroup};
-use crate::channel::{JobChannel, RunError};
-use crate::job::{Captured, Job, JobFailure};
+use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, JobCgroup, JobMeter};
+use crate::channel::{max_answer_frame, JobChannel, RunError};
+use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
 use crate::launcher::Launcher;
 use crate::nsjail::{Nsjail, NsjailConfig, SetupError};
 use crate::process::JobProcess;
@@ -138,10 +137,11 @@ impl ForkSandbox {
             stop: CancellationToken::new(),
             endings: TaskTracker::new(),
         });
-        let first = inner
-            .start_zygote("start")
-            .await
-            .map_err(|e| SetupError::new(format!("the zygote cannot start: {e}")))?;
+        let first = inner.start_zygote("start").await.map_err(|e| {
+            // The same causes, and fixes, as a spawn-mode worker's failure.
+            let message = format!("the zygote cannot start: {e}");
+            SetupError::new(selfcheck::explain_spawn_failure(&message))
+        })?;
         inner.current.send_replace(Some(first));
         let supervisor = tokio::spawn(supervise(inner.clone()));
         Ok(ForkSandbox {
@@ -286,6 +286,8 @@ pub struct ForkWorker {
     exit: ExitWatch,
     /// `None` once reaped.
     cgroup: Option<JobCgroup>,
+    /// What the running job's usage is measured from.
+    meter: Option<JobMeter>,
     /// Held so the zygote (and with it this child) lives as long as the worker.
     zygote: Arc<Zygote>,
 }
@@ -308,14 +310,16 @@ impl Sandbox for ForkSandbox {
             .create_blocking(format!("w{id}"), job_cgroup_limits(config, 0))
             .await
             .map_err(|e| fail("cannot create its cgroup", &e))?;
-        let (channel, ends) =
-            match JobChannel::new(config.max_result_bytes, config.max_output_bytes) {
-                Ok(parts) => parts,
-                Err(e) => {
-                    cgroup.destroy().await;
-                    return Err(fail("cannot make its job channel", &e));
-                }
-            };
+        let (channel, ends) = match JobChannel::new(
+            max_answer_frame(config.max_result_bytes, config.file_caps),
+            config.max_output_bytes,
+        ) {
+            Ok(parts) => parts,
+            Err(e) => {
+                cgroup.destroy().await;
+                return Err(fail("cannot make its job channel", &e));
+            }
+        };
         let forked = match zygote.fork(id, ends).await {
             Ok(forked) => forked,
             Err(e) => {
@@ -335,6 +339,7 @@ impl Sandbox for ForkSandbox {
             process: None,
             exit: forked.exit,
             cgroup: Some(cgroup),
+            meter: None,
             zygote,
         };
         let ready = tokio::time::timeout(config.spawn_timeout, async {
@@ -480,7 +485,10 @@ impl Worker for ForkWorker {
         self.zygote.is_alive() && self.process.as_ref().is_some_and(|p| !p.has_exited())
     }
 
-    async fn run(&mut self, job: &Job) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
+        if let Some(cgroup) = &self.cgroup {
+            self.meter = Some(cgroup.begin_job_blocking(job.limits.memory_bytes).await?);
+        }
         match self.channel.run(job).await {
             Ok(result) => Ok(result),
             Err(RunError::Failed(failure)) => Err(failure),
@@ -496,6 +504,13 @@ impl Worker for ForkWorker {
 
     async fn output(&mut self) -> (Captured, Captured) {
         self.channel.output().await
+    }
+
+    async fn usage(&mut self) -> Usage {
+        match (&self.cgroup, self.meter.take()) {
+            (Some(cgroup), Some(meter)) => cgroup.usage_blocking(meter).await,
+            _ => Usage::default(),
+        }
     }
 
     async fn reap(mut self) {

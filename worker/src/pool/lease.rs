@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{discard_all, dispatch, Inner};
-use crate::job::{Captured, Job, JobFailure, JobReport};
+use crate::job::{Captured, Job, JobFailure, JobLimits, JobReport};
 use crate::sandbox::{Sandbox, Worker};
 
 /// How long collecting the output of a stopped jail may take before we give
@@ -42,14 +42,15 @@ impl<S: Sandbox> Lease<S> {
         self.worker.as_ref().map_or(0, |w| w.id())
     }
 
-    /// Runs the job under the pool's deadline, stops the worker and returns the
-    /// result with the captured output. The worker is reaped in the background
-    /// when the lease is dropped, here at the end.
+    /// Runs the job under its deadline (the job's own timeout, never more
+    /// than the pool's), stops the worker and returns the result with the
+    /// captured output and what the job used. The worker is reaped in the
+    /// background when the lease is dropped, here at the end.
     ///
     /// Cancel safety: safe to drop (a client that disconnects): the worker is
     /// stopped and reaped all the same.
     pub async fn run(mut self, job: &Job) -> JobReport {
-        let deadline = self.pool.config.job_timeout;
+        let deadline = job.limits.timeout.min(self.pool.config.job_timeout);
         let worker = self
             .worker
             .as_mut()
@@ -71,12 +72,19 @@ impl<S: Sandbox> Lease<S> {
                 );
                 (Captured::default(), Captured::default())
             });
+        // Before the reap removes the cgroup it is read from.
+        let usage = worker.usage().await;
         let report = JobReport {
             outcome,
             stdout,
             stderr,
             run_time,
             worker_id: worker.id(),
+            limits: JobLimits {
+                timeout: deadline,
+                ..job.limits
+            },
+            usage,
         };
         self.pool.observe(|o| o.job_finished(&report));
         report

@@ -55,7 +55,8 @@ pub struct PoolConfig {
     pub queue_max: usize,
     /// How long a request may wait for a worker.
     pub queue_timeout: Duration,
-    /// The wall-clock limit of one job.
+    /// The longest wall-clock limit a job may have; a job's own (shorter)
+    /// timeout is its deadline.
     pub job_timeout: Duration,
     /// Spawns running at once, so warm-up can't starve running jobs of CPU.
     pub max_parallel_spawns: usize,

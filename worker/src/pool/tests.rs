@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::value::RawValue;
 
 use super::*;
-use crate::job::{Captured, Job, JobFailure};
+use crate::job::{Captured, Job, JobFailure, JobLimits, JobResult};
 use crate::nsjail::SetupError;
 use crate::observer::{NoObserver, PoolObserver};
 use crate::protocol::Versions;
@@ -123,13 +123,14 @@ impl Worker for FakeWorker {
         self.id >= self.counters.dead_below.load(Ordering::SeqCst)
     }
 
-    async fn run(&mut self, _job: &Job) -> Result<Box<RawValue>, JobFailure> {
+    async fn run(&mut self, _job: &Job) -> Result<JobResult, JobFailure> {
         assert!(!self.ran_a_job, "worker {} was given a second job", self.id);
         self.ran_a_job = true;
         self.counters.jobs.fetch_add(1, Ordering::SeqCst);
         match self.behaviour {
             Behaviour::Answer => {
-                Ok(RawValue::from_string(format!("{{\"worker\":{}}}", self.id)).unwrap())
+                let raw = RawValue::from_string(format!("{{\"worker\":{}}}", self.id)).unwrap();
+                Ok(JobResult::of(raw))
             }
             Behaviour::Hang => std::future::pending().await,
             Behaviour::Crash => Err(JobFailure::Exited {
@@ -178,10 +179,15 @@ fn sandbox(behaviour: Behaviour) -> (FakeSandbox, Arc<Counters>) {
 }
 
 fn job() -> Job {
-    Job {
-        script: "def main(): return {}".into(),
-        max_result_bytes: 1024,
-    }
+    job_with_timeout(Duration::from_secs(10))
+}
+
+fn job_with_timeout(timeout: Duration) -> Job {
+    let limits = JobLimits {
+        timeout,
+        memory_bytes: 256 << 20,
+    };
+    Job::new("def main(): return {}", limits, 1024)
 }
 
 /// Lets spawned tasks run until the pool settles (time is paused, so sleeps
@@ -201,7 +207,10 @@ async fn each_worker_runs_one_job_and_is_replaced() {
     for _ in 0..5 {
         let report = pool.checkout().await.unwrap().run(&job()).await;
         let result = report.outcome.unwrap();
-        assert_eq!(result.get(), format!("{{\"worker\":{}}}", report.worker_id));
+        assert_eq!(
+            result.result.get(),
+            format!("{{\"worker\":{}}}", report.worker_id)
+        );
         assert_eq!(report.stdout.text(), format!("out {}", report.worker_id));
     }
     assert_eq!(counters.jobs.load(Ordering::SeqCst), 5);
@@ -256,6 +265,25 @@ async fn a_hanging_job_times_out_and_its_worker_is_reaped() {
     settle().await;
     assert_eq!(counters.alive.load(Ordering::SeqCst), 1);
     assert_eq!(counters.stops.load(Ordering::SeqCst), 1);
+}
+
+/// A job's own timeout is its deadline, however much longer the pool's is;
+/// one longer than the pool's is cut to it. The report says which applied.
+#[tokio::test(start_paused = true)]
+async fn a_job_runs_under_its_own_timeout_capped_by_the_pools() {
+    let (sandbox, _) = sandbox(Behaviour::Hang);
+    let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
+    for (asked, applied) in [(500, 500), (60_000, 10_000)] {
+        let lease = pool.checkout().await.unwrap();
+        let started = tokio::time::Instant::now();
+        let report = lease
+            .run(&job_with_timeout(Duration::from_millis(asked)))
+            .await;
+        assert_eq!(report.outcome.unwrap_err(), JobFailure::Timeout);
+        assert_eq!(started.elapsed(), Duration::from_millis(applied));
+        assert_eq!(report.limits.timeout, Duration::from_millis(applied));
+        assert_eq!(report.limits.memory_bytes, 256 << 20);
+    }
 }
 
 #[tokio::test(start_paused = true)]
