@@ -202,12 +202,15 @@ serve_stage() { # serve_stage MODE
   done
   grep -qx "$tini" "$c/pyexec-server/cgroup.procs" && grep -qx "$server" "$c/pyexec-server/cgroup.procs" \
     || { echo "FAIL tini and pyexec were not moved into pyexec-server/"; ok=1; }
-  local root=$c/pyexec/$nspid workers=0 w
+  local root=$c/pyexec/$nspid workers=0 w want_pids=128
+  [ "$mode" = spawn ] && want_pids=129
   for w in "$root"/w*/; do
     [ -d "$w" ] || continue
     workers=$((workers + 1))
     echo "  ${w#"$c"/}: memory.max $(cat "$w/memory.max"), pids.max $(cat "$w/pids.max"), cpu.max $(cat "$w/cpu.max"), procs $(wc -l < "$w/cgroup.procs")"
-    [ "$(cat "$w/memory.max")" = 268435456 ] && [ "$(cat "$w/pids.max")" = 129 ] \
+    # pids.max: the script's 128, plus nsjail itself in spawn mode (a fork
+    # child's cgroup holds the job alone).
+    [ "$(cat "$w/memory.max")" = 268435456 ] && [ "$(cat "$w/pids.max")" = "$want_pids" ] \
       && [ "$(cat "$w/cpu.max")" = "100000 100000" ] || { echo "FAIL worker limits"; ok=1; }
   done
   [ "$workers" -ge 1 ] || { echo "FAIL no worker cgroup under $root"; ok=1; }

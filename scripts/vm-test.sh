@@ -48,7 +48,7 @@
 #                       for one test (default: api, and the sandbox.rs tests of
 #                       the v2 paths: attacks, a kill mid-job, SIGTERM leftovers)
 #   VM_TESTS_ONCE       tests run in the first mode only (default: real_jail
-#                       startup in_process; with VM_SUITE=full also sandbox and
+#                       startup job_features; with VM_SUITE=full also sandbox and
 #                       observability whole)
 #   VM_TIME_SCALE       PYEXEC_TEST_TIME_SCALE in the guest (default 8): the
 #                       emulated CPU is 10-15x slower than the host's
@@ -77,14 +77,15 @@ VM_TESTS=${VM_TESTS-api sandbox:attacks_get_their_kind_and_the_next_job_succeeds
   sandbox:sigterm_leaves_no_jail_and_no_cgroup_behind}
 VM_TESTS=$(xargs <<< "$VM_TESTS")   # one line
 # Once, in the first mode: the worker against the real jail (memory.events
-# at the worker level, the self-check), the refusals at start-up, the server
-# on a fake sandbox; with VM_SUITE=full also the rest of sandbox.rs and
+# at the worker level, the self-check), the refusals at start-up, a job's
+# per-request limits and usage (memory.max written before the job,
+# memory.peak and cpu.stat read after); with VM_SUITE=full also the rest of sandbox.rs and
 # observability.rs (the runner, the protocol, metrics and logs: nothing there
 # depends on the cgroup version, and the host's `make test` runs them; under
 # emulation they add about 3 minutes).
 case $VM_SUITE in
-  v2) VM_TESTS_ONCE=${VM_TESTS_ONCE-real_jail startup in_process} ;;
-  full) VM_TESTS_ONCE=${VM_TESTS_ONCE-sandbox observability real_jail startup in_process} ;;
+  v2) VM_TESTS_ONCE=${VM_TESTS_ONCE-real_jail startup job_features} ;;
+  full) VM_TESTS_ONCE=${VM_TESTS_ONCE-sandbox observability real_jail startup job_features in_process} ;;
   *) echo "vm-test: VM_SUITE=$VM_SUITE: want v2 or full" >&2; exit 64 ;;
 esac
 VM_TIME_SCALE=${VM_TIME_SCALE:-8}

@@ -1090,7 +1090,11 @@ mod tests {
         assert_eq!(c.body_timeout, Duration::from_millis(500));
         assert_eq!(c.timeout, Duration::from_millis(2500));
         assert_eq!(c.cpu_seconds(), 4, "fork mode: the job alone");
-        let spawn = parse(&[("PYEXEC_ISOLATION", "spawn"), ("PYEXEC_TIMEOUT", "2.5")], 2).unwrap();
+        let spawn = parse(
+            &[("PYEXEC_ISOLATION", "spawn"), ("PYEXEC_TIMEOUT", "2.5")],
+            2,
+        )
+        .unwrap();
         assert_eq!(spawn.cpu_seconds(), 34, "spawn mode: the warm-up too");
         assert_eq!((c.max_script_chars, c.pool_size, c.queue_max), (10, 3, 0));
         assert_eq!(c.queue_timeout, Duration::ZERO);

@@ -317,8 +317,12 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn a_broken_sandbox_is_not_ready() {
+    // Each spawn takes a while before it fails, so the first probe surely
+    // comes while the pool is still warming up (fork mode's defaults start
+    // eight spawns at once: without the delay, three failures can come first).
     let sandbox = FakeSandbox {
         broken: true,
+        spawn_delay: Duration::from_millis(500),
         ..FakeSandbox::default()
     };
     let env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
@@ -347,7 +351,7 @@ async fn a_broken_sandbox_is_not_ready() {
         .unwrap()
         .contains("warming up"));
     // Spawns back off 100, 200, 400 ms: after three failures it says why.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + common::scaled(Duration::from_secs(10));
     loop {
         let body = get(addr, "/readyz").await.json();
         if body["reason"]

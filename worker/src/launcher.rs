@@ -38,7 +38,14 @@ impl Launcher {
             .spawn(move || {
                 let _runtime = runtime.enter();
                 for mut launch in incoming {
-                    let _ = launch.reply.send(launch.command.spawn());
+                    // A panic here would end the thread, and with it every
+                    // jail it started (PDEATHSIG): tokio's spawn panics when
+                    // the runtime is shutting down. It becomes an error.
+                    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        launch.command.spawn()
+                    }))
+                    .unwrap_or_else(|_| Err(io::Error::other("starting the process panicked")));
+                    let _ = launch.reply.send(spawned);
                 }
             })?;
         Ok(Launcher {
