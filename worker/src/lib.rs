@@ -12,6 +12,7 @@
 //!   runner, as length-delimited JSON frames with a size cap.
 //! - [`job`]: a job, its result, its output, and why it can fail.
 //! - [`sandbox`]: the `Sandbox`/`Worker` traits the pool is written against.
+//! - [`sandboxed`]: a worker of either mode, and where its exit is learned.
 //! - [`channel`]: the server's end of one job process.
 //! - [`spawn`], [`fork`]: the two isolation modes.
 //! - [`nsjail`], [`launcher`]: starting jails, from one long-lived thread.
@@ -35,6 +36,7 @@ pub mod pool;
 pub mod process;
 pub mod protocol;
 pub mod sandbox;
+pub mod sandboxed;
 pub mod selfcheck;
 pub mod spawn;
 

@@ -32,15 +32,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, JobCgroup, JobMeter};
-use crate::channel::{max_answer_frame, JobChannel, RunError};
-use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
+use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups};
+use crate::channel::{max_answer_frame, JobChannel};
 use crate::launcher::Launcher;
 use crate::nsjail::{Nsjail, NsjailConfig, SetupError};
 use crate::process::JobProcess;
-use crate::protocol::Versions;
 use crate::sandbox::{Sandbox, SpawnError, Worker};
-use crate::selfcheck::{self, Inspect, SelfCheckReport};
+use crate::sandboxed::{Ended, ExitSource, SandboxedWorker};
+use crate::selfcheck::{self, SelfCheckReport};
 use crate::spawn::job_cgroup_limits;
 
 pub use zygote::ChildExit;
@@ -277,19 +276,51 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One job child of a zygote.
-pub struct ForkWorker {
-    id: u64,
-    versions: Versions,
-    channel: JobChannel,
-    process: Option<JobProcess>,
+/// One job child of a zygote; the zygote says how it ended.
+pub type ForkWorker = SandboxedWorker<ZygoteChild>;
+
+/// What a fork worker holds of its zygote.
+pub struct ZygoteChild {
     exit: ExitWatch,
-    /// `None` once reaped.
-    cgroup: Option<JobCgroup>,
-    /// What the running job's usage is measured from.
-    meter: Option<JobMeter>,
     /// Held so the zygote (and with it this child) lives as long as the worker.
     zygote: Arc<Zygote>,
+}
+
+impl ZygoteChild {
+    async fn exit_report(&mut self) -> Option<ChildExit> {
+        tokio::time::timeout(EXIT_REPORT_GRACE, self.exit.wait_for(Option::is_some))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|e| e.clone())
+    }
+}
+
+impl ExitSource for ZygoteChild {
+    async fn ended(&mut self) -> Ended {
+        match self.exit_report().await {
+            Some(ChildExit::Status(status)) => Ended::Status(status),
+            Some(ChildExit::ZygoteGone) => Ended::Lost(format!(
+                "zygote {} ended while the job ran",
+                self.zygote.generation()
+            )),
+            None => Ended::Status("unknown status".into()),
+        }
+    }
+
+    /// Nothing of the mode's own to kill: a child not yet ready finds its
+    /// job socket closed when the worker goes, and exits.
+    fn kill(&mut self) {}
+
+    /// Once the zygote has reaped the child, its whole pid namespace is gone
+    /// and the cgroup is empty (the cgroup's removal kills any straggler).
+    async fn settle(&mut self) {
+        let _ = self.exit_report().await;
+    }
+
+    fn is_alive(&self) -> bool {
+        self.zygote.is_alive()
+    }
 }
 
 impl Sandbox for ForkSandbox {
@@ -330,22 +361,16 @@ impl Sandbox for ForkSandbox {
         if zygote.forks() >= inner.recycling.max_forks {
             inner.nudge.notify_one();
         }
-        // From here on, dropping `worker` (a cancelled spawn included) kills
-        // the child and removes its cgroup.
-        let mut worker = ForkWorker {
-            id,
-            versions: zygote.versions().clone(),
-            channel,
-            process: None,
+        let child = ZygoteChild {
             exit: forked.exit,
-            cgroup: Some(cgroup),
-            meter: None,
             zygote,
         };
+        let mut worker = ForkWorker::new(id, channel, cgroup, child);
         let ready = tokio::time::timeout(config.spawn_timeout, async {
-            let mut exit = worker.exit.clone();
+            let (channel, child) = worker.channel_and_exit();
+            let mut exit = child.exit.clone();
             tokio::select! {
-                ready = worker.channel.wait_ready() => ready,
+                ready = channel.wait_ready() => ready,
                 ended = exit.wait_for(Option::is_some) => Err(format!(
                     "the child ended before it was ready ({:?})",
                     ended.ok().and_then(|e| e.clone())
@@ -361,9 +386,12 @@ impl Sandbox for ForkSandbox {
                 return Err(fail("the child failed", &why));
             }
         };
-        if let Err(why) = worker.confine(ready.host_pid, forked.jail_pid).await {
-            worker.reap().await;
-            return Err(fail("cannot move the child into its cgroup", &why));
+        match confine(&worker, ready.host_pid, forked.jail_pid).await {
+            Ok(process) => worker.ready(process, ready.versions),
+            Err(why) => {
+                worker.reap().await;
+                return Err(fail("cannot move the child into its cgroup", &why));
+            }
         }
         Ok(worker)
     }
@@ -410,51 +438,25 @@ impl Sandbox for ForkSandbox {
     }
 }
 
-impl ForkWorker {
-    /// Holds the child by a pidfd, proves that the pidfd is the child the
-    /// zygote forked (its pid in the jail, from the pidfd's own fdinfo), and
-    /// moves it into its cgroup.
-    async fn confine(&mut self, host_pid: i32, jail_pid: i32) -> Result<(), String> {
-        let process = JobProcess::open(host_pid).map_err(|e| e.to_string())?;
-        let cgroup = self.cgroup.clone().ok_or("no cgroup")?;
-        let pidfd = process.raw_pidfd();
-        let adopted = tokio::task::spawn_blocking(move || {
-            let namespaces = pidfd_namespace_pids(pidfd)?;
-            if namespaces.get(1) != Some(&jail_pid) {
-                return Err(format!(
-                    "the ready frame came from pid {host_pid} (NSpid {namespaces:?}), not the zygote's child {jail_pid}"
-                ));
-            }
-            cgroup.adopt(host_pid).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        self.process = Some(process);
-        adopted
-    }
-
-    async fn death(&mut self) -> JobFailure {
-        let exit = tokio::time::timeout(EXIT_REPORT_GRACE, self.exit.wait_for(Option::is_some))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .and_then(|e| e.clone());
-        if let Some(cgroup) = &self.cgroup {
-            if cgroup.oom_killed_blocking().await {
-                return JobFailure::MemoryLimit;
-            }
+/// Holds the child by a pidfd, proves that the pidfd is the child the
+/// zygote forked (its pid in the jail, from the pidfd's own fdinfo), and
+/// moves it into the worker's cgroup.
+async fn confine(worker: &ForkWorker, host_pid: i32, jail_pid: i32) -> Result<JobProcess, String> {
+    let process = JobProcess::open(host_pid).map_err(|e| e.to_string())?;
+    let cgroup = worker.job_cgroup().cloned().ok_or("no cgroup")?;
+    let pidfd = process.raw_pidfd();
+    tokio::task::spawn_blocking(move || {
+        let namespaces = pidfd_namespace_pids(pidfd)?;
+        if namespaces.get(1) != Some(&jail_pid) {
+            return Err(format!(
+                "the ready frame came from pid {host_pid} (NSpid {namespaces:?}), not the zygote's child {jail_pid}"
+            ));
         }
-        match exit {
-            Some(ChildExit::Status(status)) => JobFailure::Exited { status },
-            Some(ChildExit::ZygoteGone) => JobFailure::Lost(format!(
-                "zygote {} ended while the job ran",
-                self.zygote.generation()
-            )),
-            None => JobFailure::Exited {
-                status: "unknown status".into(),
-            },
-        }
-    }
+        cgroup.adopt(host_pid).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    Ok(process)
 }
 
 /// The pids of the process behind `pidfd` in each pid namespace it is in,
@@ -470,81 +472,4 @@ fn pidfd_namespace_pids(pidfd: i32) -> Result<Vec<i32>, String> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect())
-}
-
-impl Worker for ForkWorker {
-    fn id(&self) -> u64 {
-        self.id
-    }
-
-    fn versions(&self) -> &Versions {
-        &self.versions
-    }
-
-    fn is_alive(&self) -> bool {
-        self.zygote.is_alive() && self.process.as_ref().is_some_and(|p| !p.has_exited())
-    }
-
-    async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
-        if let Some(cgroup) = &self.cgroup {
-            self.meter = Some(cgroup.begin_job_blocking(job.limits.memory_bytes).await?);
-        }
-        match self.channel.run(job).await {
-            Ok(result) => Ok(result),
-            Err(RunError::Failed(failure)) => Err(failure),
-            Err(RunError::Ended) => Err(self.death().await),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(process) = &self.process {
-            process.kill();
-        }
-    }
-
-    async fn output(&mut self) -> (Captured, Captured) {
-        self.channel.output().await
-    }
-
-    async fn usage(&mut self) -> Usage {
-        match (&self.cgroup, self.meter.take()) {
-            (Some(cgroup), Some(meter)) => cgroup.usage_blocking(meter).await,
-            _ => Usage::default(),
-        }
-    }
-
-    async fn reap(mut self) {
-        self.stop();
-        // Once the zygote has reaped the child, its whole pid namespace is
-        // gone and the cgroup is empty (destroy kills any straggler).
-        let _ = tokio::time::timeout(EXIT_REPORT_GRACE, self.exit.wait_for(Option::is_some)).await;
-        if let Some(cgroup) = self.cgroup.take() {
-            cgroup.destroy().await;
-        }
-    }
-}
-
-impl Drop for ForkWorker {
-    /// A worker dropped without being reaped (a cancelled spawn, a panic):
-    /// kill it and remove its cgroup in the background, at once.
-    fn drop(&mut self) {
-        if let Some(cgroup) = self.cgroup.take() {
-            self.stop();
-            cgroup.destroy_in_background();
-        }
-    }
-}
-
-impl Inspect for ForkWorker {
-    fn cgroup(&self) -> Option<&JobCgroup> {
-        self.cgroup.as_ref()
-    }
-
-    fn job_pid(&self) -> Option<i32> {
-        self.process.as_ref().map(JobProcess::host_pid)
-    }
-
-    fn helper_pids(&self) -> Vec<i32> {
-        Vec::new()
-    }
 }

@@ -96,7 +96,6 @@ struct Shared {
 
 pub struct Zygote {
     generation: u64,
-    versions: Versions,
     started: Instant,
     forks: AtomicU64,
     shared: Arc<Shared>,
@@ -164,7 +163,6 @@ impl Zygote {
         // From here on, dropping `zygote` ends whatever was started.
         let mut zygote = Zygote {
             generation,
-            versions: Versions::default(),
             started: Instant::now(),
             forks: AtomicU64::new(0),
             shared: Arc::new(Shared {
@@ -180,7 +178,8 @@ impl Zygote {
             endings: from.endings,
         };
         let hello = tokio::time::timeout(from.timeout, zygote.wait_ready()).await;
-        let (versions, host_pid) = match hello {
+        // The versions come again on each child's ready frame.
+        let (_versions, host_pid) = match hello {
             Ok(Ok(ready)) => ready,
             Ok(Err(why)) => return Err(zygote.failure(&why).await),
             Err(_) => {
@@ -194,7 +193,6 @@ impl Zygote {
         // forks and the children's sealing (charged here until each child
         // moves into its own cgroup) yield to jobs that are running. When
         // jobs wait for workers instead, nothing else competes.
-        zygote.versions = versions;
         zygote.shared.alive.store(true, Ordering::SeqCst);
         tokio::spawn(read_control(zygote.shared.clone()));
         Ok(Arc::new(zygote))
@@ -234,10 +232,6 @@ impl Zygote {
 
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    pub fn versions(&self) -> &Versions {
-        &self.versions
     }
 
     pub fn is_alive(&self) -> bool {
