@@ -6,14 +6,48 @@
 //! status tells; fork mode: the zygote's report on its child).
 
 use std::future::Future;
+use std::sync::Arc;
 
-use crate::cgroup::{JobCgroup, JobMeter};
-use crate::channel::{JobChannel, RunError};
+use crate::cgroup::{CgroupLimits, Cgroups, JobCgroup, JobMeter};
+use crate::channel::{max_answer_frame, JobChannel, JobEnds, RunError};
 use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
+use crate::nsjail::NsjailConfig;
 use crate::process::JobProcess;
 use crate::protocol::Versions;
 use crate::sandbox::Worker;
 use crate::selfcheck::Inspect;
+
+/// What every worker starts from, in both modes: its cgroup `w<id>` with the
+/// job limits (plus `extra_tasks` for the mode's own processes in it), and
+/// its job channel, whose other ends the job process gets. On an error
+/// nothing is left behind.
+pub(crate) async fn prepare(
+    cgroups: &Arc<Cgroups>,
+    config: &NsjailConfig,
+    id: u64,
+    extra_tasks: u32,
+) -> Result<(JobCgroup, JobChannel, JobEnds), String> {
+    let limits = &config.limits;
+    let cgroup_limits = CgroupLimits {
+        memory_bytes: limits.memory_bytes,
+        max_tasks: limits.max_processes + extra_tasks,
+        cpus: limits.cpus,
+    };
+    let cgroup = cgroups
+        .create_blocking(format!("w{id}"), cgroup_limits)
+        .await
+        .map_err(|e| format!("cannot create its cgroup: {e}"))?;
+    match JobChannel::new(
+        max_answer_frame(config.max_result_bytes, config.file_caps),
+        config.max_output_bytes,
+    ) {
+        Ok((channel, ends)) => Ok((cgroup, channel, ends)),
+        Err(e) => {
+            cgroup.destroy().await;
+            Err(format!("cannot make its job channel: {e}"))
+        }
+    }
+}
 
 /// How a job process ended, as its mode learned it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,13 +13,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups, CpuPriority};
-use crate::channel::{max_answer_frame, JobChannel};
+use crate::cgroup::{CgroupMode, Cgroups, CpuPriority};
 use crate::launcher::Launcher;
 use crate::nsjail::{Jail, Nsjail, NsjailConfig, Role, SetupError};
 use crate::process::JobProcess;
 use crate::sandbox::{Sandbox, SpawnError, Worker};
-use crate::sandboxed::{Ended, ExitSource, SandboxedWorker};
+use crate::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
 use crate::selfcheck::{self, SelfCheckReport};
 
 /// How long nsjail may take to exit once its jailed process is dead.
@@ -56,15 +55,6 @@ impl SpawnSandbox {
     }
 }
 
-pub(crate) fn job_cgroup_limits(config: &NsjailConfig, extra_tasks: u32) -> CgroupLimits {
-    let limits = &config.limits;
-    CgroupLimits {
-        memory_bytes: limits.memory_bytes,
-        max_tasks: limits.max_processes + extra_tasks,
-        cpus: limits.cpus,
-    }
-}
-
 /// One jailed runner; its nsjail says how it ended.
 pub type SpawnWorker = SandboxedWorker<Jail>;
 
@@ -98,23 +88,12 @@ impl Sandbox for SpawnSandbox {
         };
         let config = self.nsjail.config();
         // nsjail itself sits in the cgroup too: one task more than the script's cap.
-        let limits = job_cgroup_limits(config, 1);
-        let cgroup = self
-            .cgroups
-            .create_blocking(format!("w{id}"), limits)
+        let (cgroup, channel, ends) = sandboxed::prepare(&self.cgroups, config, id, 1)
             .await
-            .map_err(|e| fail("cannot create its cgroup", &e))?;
+            .map_err(|e| SpawnError {
+                message: format!("worker {id}: {e}"),
+            })?;
         cgroup.set_cpu_priority_blocking(CpuPriority::Warmup).await;
-        let (channel, ends) = match JobChannel::new(
-            max_answer_frame(config.max_result_bytes, config.file_caps),
-            config.max_output_bytes,
-        ) {
-            Ok(parts) => parts,
-            Err(e) => {
-                cgroup.destroy().await;
-                return Err(fail("cannot make its job channel", &e));
-            }
-        };
         let passed = vec![ends.socket, ends.stdout, ends.stderr];
         let jail = match self
             .nsjail

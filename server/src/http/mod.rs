@@ -35,7 +35,12 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
                 .to_vec(),
         ),
     };
-    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    json_bytes(status, Bytes::from(bytes))
+}
+
+/// A response of JSON that is already encoded.
+pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
+    let mut response = Response::new(Full::new(bytes));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -2,21 +2,15 @@
 //! repository root, built into the binary so the served copy is the file.
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use hyper::{Response, StatusCode};
 
-use super::Body;
+use super::{json_bytes, Body};
 
 /// The document, as the repository holds it.
 pub const DOCUMENT: &str = include_str!("../../../openapi.json");
 
 pub fn openapi() -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(DOCUMENT.as_bytes())));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    json_bytes(StatusCode::OK, Bytes::from_static(DOCUMENT.as_bytes()))
 }
 
 #[cfg(test)]
@@ -122,7 +116,10 @@ mod tests {
     #[test]
     fn the_served_body_is_the_document_ending_with_a_newline() {
         let response = openapi();
-        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            response.headers()[hyper::header::CONTENT_TYPE],
+            "application/json"
+        );
         assert!(DOCUMENT.ends_with("}\n") && !DOCUMENT.ends_with("\n\n"));
     }
 }

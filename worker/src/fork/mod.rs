@@ -33,14 +33,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups};
-use crate::channel::{max_answer_frame, JobChannel};
 use crate::launcher::Launcher;
 use crate::nsjail::{Nsjail, NsjailConfig, SetupError};
 use crate::process::JobProcess;
 use crate::sandbox::{Sandbox, SpawnError, Worker};
-use crate::sandboxed::{Ended, ExitSource, SandboxedWorker};
+use crate::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
 use crate::selfcheck::{self, SelfCheckReport};
-use crate::spawn::job_cgroup_limits;
 
 pub use zygote::ChildExit;
 use zygote::{ExitWatch, Zygote, ZygoteStart};
@@ -336,21 +334,11 @@ impl Sandbox for ForkSandbox {
             .live_zygote()
             .await
             .map_err(|e| fail("no zygote to fork from", &e))?;
-        let cgroup = inner
-            .cgroups
-            .create_blocking(format!("w{id}"), job_cgroup_limits(config, 0))
+        let (cgroup, channel, ends) = sandboxed::prepare(&inner.cgroups, config, id, 0)
             .await
-            .map_err(|e| fail("cannot create its cgroup", &e))?;
-        let (channel, ends) = match JobChannel::new(
-            max_answer_frame(config.max_result_bytes, config.file_caps),
-            config.max_output_bytes,
-        ) {
-            Ok(parts) => parts,
-            Err(e) => {
-                cgroup.destroy().await;
-                return Err(fail("cannot make its job channel", &e));
-            }
-        };
+            .map_err(|e| SpawnError {
+                message: format!("worker {id}: {e}"),
+            })?;
         let forked = match zygote.fork(id, ends).await {
             Ok(forked) => forked,
             Err(e) => {
