@@ -56,7 +56,8 @@ fi
 # The entrypoint used CAP_SYS_ADMIN only to make the cgroup mounts writable;
 # pyexec (and every nsjail it starts) must run without it.
 capbnd=$(docker exec "$name" sh -c 'for d in /proc/[0-9]*; do
-  [ "$(cat "$d/comm" 2>/dev/null)" = pyexec ] && sed -n "s/^CapBnd:[[:space:]]*//p" "$d/status"; done' | head -1)
+  if [ "$(cat "$d/comm" 2>/dev/null)" = pyexec ]; then sed -n "s/^CapBnd:[[:space:]]*//p" "$d/status"; fi
+  done' | head -1)
 [ -n "$capbnd" ] || die "could not read pyexec's capabilities in the container"
 (( (16#$capbnd >> 21) & 1 )) && die "pyexec runs with CAP_SYS_ADMIN (CapBnd $capbnd)"
 echo "ok   pyexec runs without CAP_SYS_ADMIN (CapBnd $capbnd)"
@@ -69,9 +70,9 @@ if docker exec "$name" test -f /sys/fs/cgroup/cgroup.controllers; then
   v2=$(docker exec "$name" sh -c 'cd /sys/fs/cgroup
     echo "root procs: $(cat cgroup.procs | wc -l)"
     echo "root subtree_control: $(cat cgroup.subtree_control)"
-    for d in */; do [ -f "$d/cgroup.procs" ] && echo "${d%/} procs: $(cat "$d/cgroup.procs" | wc -l)"; done
+    for d in */; do if [ -f "$d/cgroup.procs" ]; then echo "${d%/} procs: $(cat "$d/cgroup.procs" | wc -l)"; fi; done
     for d in /proc/[0-9]*; do
-      [ "$(cat "$d/comm" 2>/dev/null)" = pyexec ] && echo "pyexec in: $(cat "$d/cgroup")"
+      if [ "$(cat "$d/comm" 2>/dev/null)" = pyexec ]; then echo "pyexec in: $(cat "$d/cgroup")"; fi
     done')
   echo "$v2" | sed 's/^/     /'
   echo "$v2" | grep -qx 'root procs: 0' || die "cgroup v2: processes left in the container's root cgroup"

@@ -25,8 +25,8 @@
 #      systemd, docker.io, tini, and the project's own scripts/setup.sh run in
 #      the chroot. In the background, while step 3 runs.
 #   3. On the host: the release `pyexec`, the test binaries (`cargo test
-#      --release --no-run`; bookworm's glibc on both sides) and the Docker
-#      image (`docker save`, cached by image id).
+#      --no-run`, the dev profile `make test-rust` builds; bookworm's glibc on
+#      both sides) and the Docker image (`docker save`, cached by image id).
 #   4. QEMU boots the image with its own kernel, `-snapshot` (the cached image
 #      is never written), 9p shares: this checkout read-only at the *same
 #      absolute path* (so the paths compiled into the test binaries, such as
@@ -221,11 +221,12 @@ trap 'exit 143' TERM
 
 t0=$(now)
 log "building the release pyexec and the test binaries (cargo, $CARGO_BUILD_JOBS job(s))"
-# `cargo test --no-run` builds target/release/pyexec too (the tests need it);
-# a separate `cargo build -p pyexec-server` would unify features differently
-# and rebuild it on every run.
+# The test binaries in the dev profile, as `make test-rust` builds them (after
+# it, nothing to do; a release build of every test would cost about three
+# minutes more); the release pyexec (the server stage) as `make build` does.
 tests_json=$(mktemp)
-(cd "$repo" && $CARGO test --release --locked --workspace --no-run --message-format=json) > "$tests_json"
+(cd "$repo" && $CARGO test --locked --workspace --no-run --message-format=json) > "$tests_json"
+(cd "$repo" && $CARGO build --release --locked)
 target_dir=$(cd "$repo" && $CARGO metadata --format-version 1 --no-deps \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 t_cargo=$(since "$t0")
