@@ -96,9 +96,9 @@ pub trait Worker: Send + 'static {
     /// What the job wrote to stdout and stderr up to now; called after `stop`.
     fn output(&mut self) -> impl Future<Output = (Captured, Captured)> + Send;
 
-    /// What the job used from the start of `run` (CPU time, peak memory);
-    /// called after `stop`, before `reap`. A sandbox that can't tell says
-    /// nothing.
+    /// What the job used from the start of `run` up to now (CPU time, peak
+    /// memory); called once `run` has returned, before `stop`. A sandbox
+    /// that can't tell says nothing.
     fn usage(&mut self) -> impl Future<Output = Usage> + Send {
         async { Usage::default() }
     }

@@ -61,6 +61,10 @@ impl<S: Sandbox> Lease<S> {
             Err(_) => Err(JobFailure::Timeout),
         };
         let run_time = started.elapsed();
+        // Read while the job process still stands, idle after its answer:
+        // read after the kill, the cgroup files waited on the kernel tearing
+        // the process down (up to 3 ms of a 2 ms hello-world, measured).
+        let usage = worker.usage().await;
         worker.stop();
         self.stopped = true;
         let (stdout, stderr) = tokio::time::timeout(OUTPUT_GRACE, worker.output())
@@ -72,8 +76,6 @@ impl<S: Sandbox> Lease<S> {
                 );
                 (Captured::default(), Captured::default())
             });
-        // Before the reap removes the cgroup it is read from.
-        let usage = worker.usage().await;
         let report = JobReport {
             outcome,
             stdout,
