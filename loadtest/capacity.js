@@ -7,9 +7,9 @@
 //   mix    CAPACITY_MIX_VUS (16) users sending the mix of load.js: what the
 //          mix tests (load, stress, spike, soak) scale from. In fork mode a job
 //          that sleeps holds one of PYEXEC_MAX_JOBS slots for its whole run, so
-//          the mix's 5% of timeouts (PYEXEC_TIMEOUT each) bound it well below
-//          hello-world's figure, whatever the CPU; more users than slots are
-//          needed to find that bound (twice PYEXEC_MAX_JOBS).
+//          with few slots (6 on a 2 GiB Cloud Run instance) the mix's 5% of
+//          timeouts (PYEXEC_TIMEOUT each) bound it below hello-world's figure,
+//          whatever the CPU; finding that bound needs more users than slots.
 //
 // Each phase: a warm-up (CAPACITY_WARMUP, 5 s) that drains the initially warm
 // pool, then a window (CAPACITY_DURATION, 15 s); the expected answers inside

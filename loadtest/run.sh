@@ -210,8 +210,9 @@ run_mode() {
   rm -rf "$out"; mkdir -p "$out"
   export PYEXEC_ISOLATION=$mode
   export CAPACITY_FILE="$out/capacity.json"
-  # Closed-model users of capacity.js's mix phase: twice PYEXEC_MAX_JOBS (4 x
-  # CPUs) in fork mode, where job slots bound the mix; in spawn mode the spawns
+  # Closed-model users of capacity.js's mix phase: 8 x CPUs in fork mode,
+  # where job slots can bound the mix (this was twice PYEXEC_MAX_JOBS when its
+  # default was 4 x CPUs; now it is sized by memory); in spawn mode the spawns
   # bound it and more users would only wait in the queue.
   local cpus; cpus=$(nproc)
   if [ "$mode" = fork ]; then mix_vus=$((8 * cpus)); else mix_vus=$((4 * cpus)); fi

@@ -1,9 +1,9 @@
 // Soak: SOAK_DURATION (default 10m) at SOAK_RATE requests/s, or without it at
 // SOAK_FRACTION (0.7) of the mix's capacity, with the soak's mix SOAK_MIX
 // (default: the mix with 1% timeouts instead of 5%: a timeout holds one of
-// PYEXEC_MAX_JOBS slots for PYEXEC_TIMEOUT, and at the 100 req/s in
-// fork mode 5% would need 10 of the 8 slots; 1% still ends a job child at its
-// deadline once a second). Passes when nothing fails and the server's resident
+// PYEXEC_MAX_JOBS slots for PYEXEC_TIMEOUT, and at the 100 req/s 5%
+// would hold 10 slots at once, more than a small instance has (6 in 2 GiB);
+// 1% still ends a job child at its deadline once a second). Passes when nothing fails and the server's resident
 // memory and open file descriptors stay flat, read from its /metrics:
 //
 //  * while running, a monitor samples /metrics every SOAK_SCRAPE_INTERVAL (10 s);

@@ -13,8 +13,9 @@ export function capacityFile() {
 // Returns the capacity file's figures plus `mix`: the rate the scripts that send
 // the mix (load, stress, spike, soak) scale from. That is the mix's own measured
 // capacity (mix_jobs_per_second) when the file has it: in fork mode a job that
-// sleeps holds one of PYEXEC_MAX_JOBS slots for its whole run, so the mix's 5%
-// of timeouts bounds it far below hello-world's figure. CAPACITY=<jobs/s> sets
+// sleeps holds one of PYEXEC_MAX_JOBS slots for its whole run, so with few
+// slots the mix's 5% of timeouts bounds it below hello-world's figure, and
+// the mix's sleeps always lower it. CAPACITY=<jobs/s> sets
 // `mix` (and the hello-world figure) directly.
 export function loadCapacity() {
   if (__ENV.CAPACITY) {
