@@ -21,25 +21,11 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// How many times slower than a development machine this one runs:
-/// `PYEXEC_TEST_TIME_SCALE` (default 1), as the server's tests read it
-/// (server/tests/common): the cgroup v2 VM emulates its CPU at a tenth of the
-/// host's speed or less.
-fn time_scale() -> f64 {
-    match std::env::var("PYEXEC_TEST_TIME_SCALE") {
-        Err(_) => 1.0,
-        Ok(value) => value
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 1.0)
-            .unwrap_or_else(|| panic!("PYEXEC_TEST_TIME_SCALE={value:?}: want a number >= 1")),
-    }
-}
-
-/// `duration` stretched by [`time_scale`].
-fn scaled(duration: Duration) -> Duration {
-    duration.mul_f64(time_scale())
-}
+// The server's tests' reading of PYEXEC_TEST_TIME_SCALE: the cgroup v2 VM
+// emulates its CPU at a tenth of the host's speed or less.
+#[path = "../../server/tests/common/time_scale.rs"]
+mod time_scale;
+use time_scale::{scaled, time_scale};
 
 /// Each test gets a cgroup parent of its own, removed when the sandbox closes.
 fn config(test: &str) -> NsjailConfig {
