@@ -50,7 +50,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pyexec_worker::Sandbox;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
 pub use state::AppState;
@@ -62,6 +62,10 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// the handlers give at once (503 `shutting_down`) before their connections
 /// are dropped.
 const ANSWER_FLUSH: Duration = Duration::from_millis(200);
+/// How long a connection accepted before the signal, whose first request has
+/// not been read yet, is given to send it: the client connected to send one,
+/// and closing the connection unread would leave that request unanswered.
+const FIRST_REQUEST_WAIT: Duration = Duration::from_millis(500);
 /// How far past the grace period the pool's shutdown may run: the whole
 /// shutdown, from the signal to the exit, must fit in the grace plus one
 /// second (Cloud Run: 8 s + 1 s within its 10 s), and start-up's clean-up and
@@ -74,7 +78,8 @@ const POOL_SHUTDOWN_OVERRUN: Duration = Duration::from_millis(700);
 /// 1. the signal: `/readyz` answers 503 and a new `POST /execute` 503
 ///    `shutting_down`; the listener stays open so probes and clients get
 ///    those answers; idle keep-alive connections close, the others after
-///    their current answer;
+///    their current answer (one that has not sent its first request yet gets
+///    [`FIRST_REQUEST_WAIT`] to send it, and its answer);
 /// 2. once no connection is left, or the grace period is over: the listener
 ///    closes; requests still reading, queued or running are answered 503
 ///    `shutting_down` (a running job's lease is dropped, which stops its
@@ -178,7 +183,11 @@ async fn serve_connection<S: Sandbox>(
     // Accepted while draining: one answer (a 503, or /readyz), then close.
     let accepted_draining = state.drain.is_draining();
     let service_state = state.clone();
+    // Holds a permit from the first request on.
+    let request_seen = Arc::new(Notify::new());
+    let request_signal = request_seen.clone();
     let service = service_fn(move |request| {
+        request_signal.notify_one();
         let state = service_state.clone();
         async move { http::router::serve(&state, request).await }
     });
@@ -197,6 +206,15 @@ async fn serve_connection<S: Sandbox>(
                 return;
             }
             _ = state.drain.draining() => {}
+        }
+        // Nothing read yet: hyper would count the connection idle and close
+        // it, though the client's request may be on its way or unread in
+        // the socket.
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = request_seen.notified() => {}
+            _ = tokio::time::sleep(FIRST_REQUEST_WAIT) => {}
+            _ = state.drain.aborted() => {}
         }
         // Finish the request in flight, then close (idle connections close at once).
         connection.as_mut().graceful_shutdown();

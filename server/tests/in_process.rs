@@ -610,6 +610,36 @@ async fn from_the_signal_probes_and_new_jobs_get_503_while_in_flight_requests_fi
     );
 }
 
+/// A client that connected just before the signal and sends its request just
+/// after gets an answer: the drain does not close a connection whose first
+/// request it has not read yet.
+#[tokio::test]
+async fn a_request_on_a_connection_opened_before_the_signal_is_answered() {
+    let mut server = InProcessServer::start(&[("PYEXEC_SHUTDOWN_GRACE", "5")]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Accepted, and nothing sent yet.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stopping = server.begin_shutdown();
+    wait_until("the drain begins", || server.state.drain.is_draining()).await;
+    // Long enough for the connection's task to have seen the drain.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: pyexec\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let ready = common::parse_response(&answer);
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert_eq!(ready.json()["reason"], "shutting down");
+
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("run returned")
+        .unwrap();
+}
+
 /// At the end of the grace period, a running job and a request queued for a
 /// worker (whose replacement never comes: its spawn hangs) are both answered
 /// 503 `shutting_down`, the running job's worker is stopped by its lease, and

@@ -389,6 +389,22 @@ impl TestServer {
         self.signal(nix::sys::signal::Signal::SIGTERM);
     }
 
+    /// After a SIGTERM sent at `signalled`: the server must exit 0 within
+    /// `grace` + 1 s, its shutdown promise. Returns how long it took.
+    pub async fn exits_cleanly_within(&mut self, signalled: Instant, grace: Duration) -> Duration {
+        let status = self
+            .wait_exit(Duration::from_secs(10))
+            .await
+            .expect("pyexec exits after SIGTERM");
+        let exited = signalled.elapsed();
+        assert!(status.success(), "{status}");
+        assert!(
+            exited <= grace + Duration::from_secs(1),
+            "exit {exited:?} after SIGTERM, over the grace period + 1 s"
+        );
+        exited
+    }
+
     /// Waits for the process to exit, up to `timeout` (stretched by [`time_scale`]).
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + scaled(timeout);
