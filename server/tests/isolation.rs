@@ -23,7 +23,7 @@ def main():
     listener.listen(1)
     listener.settimeout(0.1)
     accepted = 0
-    deadline = time.time() + 2.5
+    deadline = time.time() + 4
     while time.time() < deadline:
         try:
             listener.accept()[0].close()
@@ -70,6 +70,10 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let intruder = execute(server.addr, INTRUDER).await;
     assert_eq!(intruder.status, 200, "{}", intruder.text());
+    assert!(
+        !holder.is_finished(),
+        "the holder ended before the intruder did: the jobs did not overlap"
+    );
     let found = &intruder.json()["result"];
     // /tmp (the working directory) holds only the runner's empty folder for
     // output files: nothing of the other job's.
