@@ -27,7 +27,7 @@ pub struct BuildInfo {
 }
 
 /// The `reason` values of `pyexec_zygote_starts_total`.
-pub const ZYGOTE_START_REASONS: [&str; 3] = ["start", "died", "recycled"];
+pub const ZYGOTE_START_REASONS: [&str; 4] = ["start", "died", "failing", "recycled"];
 
 pub struct Metrics {
     registry: Registry,
@@ -48,7 +48,7 @@ pub struct Metrics {
     pub spawn_duration: Histogram,
     pub spawn_failures: IntCounter,
     pub rejected: IntCounterVec,
-    /// Fork mode: zygotes that became current, by reason (start, died, recycled).
+    /// Fork mode: zygotes that became current, by reason (start, died, failing, recycled).
     pub zygote_starts: IntCounterVec,
     pub zygote_start_duration: Histogram,
     pub zygote_failures: IntCounter,
@@ -175,7 +175,7 @@ impl Metrics {
             zygote_starts: IntCounterVec::new(
                 Opts::new(
                     "pyexec_zygote_starts_total",
-                    "Fork mode: zygotes that became current, by reason: start, died (replaced a dead one) or recycled.",
+                    "Fork mode: zygotes that became current, by reason: start, died (replaced a dead one), failing (replaced one whose children kept failing) or recycled.",
                 ),
                 &["reason"],
             )?,

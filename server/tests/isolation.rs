@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{cgroups, execute, get, isolation, sample, scrape, TestServer};
+use common::{cgroups, execute, get, isolation, sample, scaled, scrape, TestServer};
 
 /// Job A holds things another job could reach if the walls between jobs were
 /// missing: files in /tmp and /dev/shm, a file in its working directory, an
@@ -204,6 +204,69 @@ async fn job_hash(addr: std::net::SocketAddr, script: &str) -> i64 {
     let response = execute(addr, script).await;
     assert_eq!(response.status, 200, "{}", response.text());
     response.json()["result"]["hash"].as_i64().unwrap()
+}
+
+/// A zygote that lives but makes no workers (stopped here, as a wedged one
+/// would be) is replaced after three failed spawns in a row, and the service
+/// serves again; the stopped one is killed, not left behind.
+#[tokio::test]
+async fn a_live_zygote_that_cannot_fork_is_replaced() {
+    if isolation() != "fork" {
+        return; // Spawn mode has no zygote.
+    }
+    // Short, so that the failed forks come quickly; long enough for the
+    // replacement's own start (it shares the limit) on a slow machine.
+    let server =
+        TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SPAWN_TIMEOUT", "3")]).await;
+    let stuck = zygote_pid(server.pid()).expect("a live zygote");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stuck),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let script = "def main():\n    return {'ok': True}\n";
+    // The warm workers it forked before it stopped still serve.
+    for _ in 0..2 {
+        let response = execute(server.addr, script).await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    let deadline = Instant::now() + scaled(Duration::from_secs(40));
+    loop {
+        let response = execute(server.addr, script).await;
+        if response.status == 200 {
+            break;
+        }
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert!(
+            Instant::now() < deadline,
+            "no job served since the zygote stopped: {}",
+            response.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let metrics = scrape(server.addr).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "pyexec_zygote_starts_total",
+            &[("reason", "failing")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "pyexec_zygote_starts_total",
+            &[("reason", "died")]
+        ),
+        0.0
+    );
+    assert_ne!(zygote_pid(server.pid()), Some(stuck));
+    let gone = Instant::now() + scaled(Duration::from_secs(5));
+    while std::path::Path::new(&format!("/proc/{stuck}")).exists() {
+        assert!(Instant::now() < gone, "the stopped zygote was left running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A real spawn that never finishes: the zygote is stopped (SIGSTOP), so the

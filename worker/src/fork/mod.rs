@@ -4,8 +4,9 @@
 //!
 //! ```text
 //!  supervisor ── keeps one live zygote current: starts the first, replaces
-//!                one that died, recycles one after max_forks or max_age
-//!                (the replacement is ready before the old one retires)
+//!                one that died or whose children keep failing, recycles one
+//!                after max_forks or max_age (the replacement is ready
+//!                before the old one retires)
 //!
 //!  spawn(id): cgroup w<id> ┐
 //!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net
@@ -50,6 +51,10 @@ const EXIT_REPORT_GRACE: Duration = Duration::from_secs(2);
 const SUPERVISOR_TICK: Duration = Duration::from_secs(1);
 /// Back-off between attempts to start a zygote that keeps failing.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// A live zygote whose children failed this many times in a row (stopped,
+/// wedged, out of memory in its own cgroup) is replaced as if it had died:
+/// otherwise the pool would ask it for workers forever.
+const FAILED_SPAWNS_BEFORE_REPLACEMENT: u32 = 3;
 
 /// When a zygote is replaced by a fresh one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,8 +65,8 @@ pub struct Recycling {
 
 /// What the fork sandbox tells the server about its zygotes.
 pub trait ZygoteObserver: Send + Sync + 'static {
-    /// Zygote `generation` became current; `reason`: "start", "died" or
-    /// "recycled"; `start_time`: launch to ready.
+    /// Zygote `generation` became current; `reason`: "start", "died",
+    /// "failing" or "recycled"; `start_time`: launch to ready.
     fn zygote_started(&self, _generation: u64, _reason: &str, _start_time: Duration) {}
     /// A zygote could not be started.
     fn zygote_failed(&self, _generation: u64, _error: &str) {}
@@ -195,6 +200,14 @@ impl Inner {
         }
     }
 
+    /// Counts a child of `zygote` that failed, and wakes the supervisor once
+    /// the zygote is due for replacement.
+    fn count_failed_spawn(&self, zygote: &Zygote) {
+        if zygote.spawn_failed() >= FAILED_SPAWNS_BEFORE_REPLACEMENT {
+            self.nudge.notify_one();
+        }
+    }
+
     fn due_for_recycling(&self, zygote: &Zygote) -> bool {
         zygote.forks() >= self.recycling.max_forks || zygote.age() >= self.recycling.max_age
     }
@@ -238,6 +251,14 @@ async fn supervise(inner: Arc<Inner>) {
                 Some("died")
             }
             None => Some("died"),
+            Some(zygote) if zygote.failed_spawns_in_a_row() >= FAILED_SPAWNS_BEFORE_REPLACEMENT => {
+                tracing::warn!(
+                    zygote = zygote.generation(),
+                    failed_spawns = zygote.failed_spawns_in_a_row(),
+                    "the zygote's children keep failing; replacing it"
+                );
+                Some("failing")
+            }
             Some(zygote) if inner.due_for_recycling(zygote) => Some("recycled"),
             Some(_) => None,
         };
@@ -339,11 +360,18 @@ impl Sandbox for ForkSandbox {
             .map_err(|e| SpawnError {
                 message: format!("worker {id}: {e}"),
             })?;
-        let forked = match zygote.fork(id, ends).await {
-            Ok(forked) => forked,
-            Err(e) => {
+        // A wedged zygote never answers: without this bound the spawn, and
+        // the pool's slot with it, would wait for it forever.
+        let forked = match tokio::time::timeout(config.spawn_timeout, zygote.fork(id, ends)).await {
+            Ok(Ok(forked)) => forked,
+            failed => {
                 cgroup.destroy().await;
-                return Err(fail("the zygote did not fork it", &e));
+                let why = match failed {
+                    Ok(Err(e)) => e,
+                    _ => format!("no answer within {:?}", config.spawn_timeout),
+                };
+                inner.count_failed_spawn(&zygote);
+                return Err(fail("the zygote did not fork it", &why));
             }
         };
         if zygote.forks() >= inner.recycling.max_forks {
@@ -370,12 +398,17 @@ impl Sandbox for ForkSandbox {
         let ready = match ready {
             Ok(ready) => ready,
             Err(why) => {
+                let zygote = worker.exit().zygote.clone();
                 worker.reap().await;
+                inner.count_failed_spawn(&zygote);
                 return Err(fail("the child failed", &why));
             }
         };
         match confine(&worker, ready.host_pid, forked.jail_pid).await {
-            Ok(process) => worker.ready(process, ready.versions),
+            Ok(process) => {
+                worker.exit().zygote.spawn_succeeded();
+                worker.ready(process, ready.versions);
+            }
             Err(why) => {
                 worker.reap().await;
                 return Err(fail("cannot move the child into its cgroup", &why));

@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,6 +98,9 @@ pub struct Zygote {
     generation: u64,
     started: Instant,
     forks: AtomicU64,
+    /// Children asked for since the last one that became ready, that failed
+    /// to (see [`Zygote::spawn_failed`]).
+    failed_spawns_in_a_row: AtomicU32,
     shared: Arc<Shared>,
     /// The zygote process, PID 1 of its jail. `None` only once ended.
     process: Option<JobProcess>,
@@ -165,6 +168,7 @@ impl Zygote {
             generation,
             started: Instant::now(),
             forks: AtomicU64::new(0),
+            failed_spawns_in_a_row: AtomicU32::new(0),
             shared: Arc::new(Shared {
                 control,
                 pending: Mutex::default(),
@@ -252,6 +256,22 @@ impl Zygote {
 
     pub fn age(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// A child of this zygote failed to become a ready worker (no fork, a
+    /// fork that took too long, a child that died first); returns how many
+    /// did in a row.
+    pub fn spawn_failed(&self) -> u32 {
+        self.failed_spawns_in_a_row.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// A child of this zygote became a ready worker.
+    pub fn spawn_succeeded(&self) {
+        self.failed_spawns_in_a_row.store(0, Ordering::Relaxed);
+    }
+
+    pub fn failed_spawns_in_a_row(&self) -> u32 {
+        self.failed_spawns_in_a_row.load(Ordering::Relaxed)
     }
 
     /// Asks for one job child holding `ends`. The child then sends its ready
