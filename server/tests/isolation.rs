@@ -100,6 +100,25 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     );
 }
 
+/// SIGSTOPs the current zygote, as a wedged one would be; returns its pid.
+fn stop_the_zygote(server: &TestServer) -> i32 {
+    let zygote = zygote_pid(server.pid()).expect("a live zygote");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygote),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    zygote
+}
+
+/// Runs `count` jobs, each expected to succeed on a worker forked earlier.
+async fn use_up_warm_workers(server: &TestServer, count: usize) {
+    for _ in 0..count {
+        let response = execute(server.addr, "def main():\n    return {}\n").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+}
+
 /// The host pid of the newest zygote (the python process in its cgroup,
 /// beside nsjail).
 fn zygote_pid(server: u32) -> Option<i32> {
@@ -218,18 +237,10 @@ async fn a_live_zygote_that_cannot_fork_is_replaced() {
     // replacement's own start (it shares the limit) on a slow machine.
     let server =
         TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SPAWN_TIMEOUT", "3")]).await;
-    let stuck = zygote_pid(server.pid()).expect("a live zygote");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(stuck),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
-    let script = "def main():\n    return {'ok': True}\n";
+    let stuck = stop_the_zygote(&server);
     // The warm workers it forked before it stopped still serve.
-    for _ in 0..2 {
-        let response = execute(server.addr, script).await;
-        assert_eq!(response.status, 200, "{}", response.text());
-    }
+    use_up_warm_workers(&server, 2).await;
+    let script = "def main():\n    return {'ok': True}\n";
     let deadline = Instant::now() + scaled(Duration::from_secs(40));
     loop {
         let response = execute(server.addr, script).await;
@@ -280,16 +291,9 @@ async fn sigterm_during_spawns_that_hang_exits_within_the_grace() {
     let grace = Duration::from_secs(1);
     let mut server =
         TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SHUTDOWN_GRACE", "1")]).await;
-    let zygote = zygote_pid(server.pid()).expect("a live zygote");
-    let stop = |signal| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(zygote), signal).unwrap();
-    };
-    stop(nix::sys::signal::Signal::SIGSTOP);
-    // Use up the warm workers: their replacements hang in the stopped zygote.
-    for _ in 0..2 {
-        let response = execute(server.addr, "def main():\n    return {}\n").await;
-        assert_eq!(response.status, 200, "{}", response.text());
-    }
+    stop_the_zygote(&server);
+    // Their replacements hang in the stopped zygote.
+    use_up_warm_workers(&server, 2).await;
     let metrics = scrape(server.addr).await;
     assert!(
         sample(&metrics, "pyexec_workers", &[("state", "spawning")]) >= 1.0,
