@@ -360,9 +360,11 @@ impl Sandbox for ForkSandbox {
             .map_err(|e| SpawnError {
                 message: format!("worker {id}: {e}"),
             })?;
-        // A wedged zygote never answers: without this bound the spawn, and
-        // the pool's slot with it, would wait for it forever.
-        let forked = match tokio::time::timeout(config.spawn_timeout, zygote.fork(id, ends)).await {
+        // One bound from the fork request to the child's ready frame. A
+        // wedged zygote never answers: without it the spawn, and the pool's
+        // slot with it, would wait for it forever.
+        let deadline = tokio::time::Instant::now() + config.spawn_timeout;
+        let forked = match tokio::time::timeout_at(deadline, zygote.fork(id, ends)).await {
             Ok(Ok(forked)) => forked,
             failed => {
                 cgroup.destroy().await;
@@ -382,7 +384,7 @@ impl Sandbox for ForkSandbox {
             zygote,
         };
         let mut worker = ForkWorker::new(id, channel, cgroup, child);
-        let ready = tokio::time::timeout(config.spawn_timeout, async {
+        let ready = tokio::time::timeout_at(deadline, async {
             let (channel, child) = worker.channel_and_exit();
             let mut exit = child.exit.clone();
             tokio::select! {
