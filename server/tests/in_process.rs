@@ -215,14 +215,8 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
 
     // A chunked body is cut off as it passes the cap.
     let chunk = vec![b' '; 8192];
-    let mut raw = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-    for _ in 0..(limit / chunk.len() + 2) {
-        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        raw.extend_from_slice(&chunk);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let response = send_raw(server.addr, &raw).await;
+    let over_the_cap = vec![chunk.as_slice(); limit / chunk.len() + 2];
+    let response = send_raw(server.addr, &chunked_post(&over_the_cap)).await;
     assert_eq!(
         (response.status, response.json()["kind"].as_str().unwrap()),
         (413, "script_too_large")
@@ -245,17 +239,8 @@ async fn an_oversized_body_is_refused_before_it_is_read() {
         (413, "input_too_large")
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    let mut raw = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
-    raw.extend_from_slice(format!("{:x}\r\n", start.len()).as_bytes());
-    raw.extend_from_slice(start);
-    raw.extend_from_slice(b"\r\n");
-    for _ in 0..(limit / chunk.len() + 2) {
-        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
-        raw.extend_from_slice(&chunk);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"0\r\n\r\n");
-    let response = send_raw(server.addr, &raw).await;
+    let input_over_the_cap = [&[start.as_slice()], over_the_cap.as_slice()].concat();
+    let response = send_raw(server.addr, &chunked_post(&input_over_the_cap)).await;
     assert_eq!(
         (response.status, response.json()["kind"].as_str().unwrap()),
         (413, "input_too_large")
@@ -855,4 +840,16 @@ async fn the_served_openapi_document_is_the_repositorys_file() {
     assert_eq!(wrong.status, 405);
     assert_eq!(wrong.header("allow"), Some("GET, HEAD"));
     server.shutdown().await;
+}
+
+/// A chunked POST /execute whose body is `chunks`, one HTTP chunk each.
+fn chunked_post(chunks: &[&[u8]]) -> Vec<u8> {
+    let mut raw = b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in chunks {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    raw
 }
