@@ -56,6 +56,9 @@ CFG = os.environ["CFG"]
 RUNNER_DIR = os.environ["RUNNER_DIR"]
 WORK = os.environ["WORK"]
 PROBE_PID = os.environ["PROBE_PID"]
+# How many times slower than a development machine this one runs (the cgroup
+# v2 VM's emulated CPU): every wait below is an upper bound, stretched by it.
+TIME_SCALE = float(os.environ.get("PYEXEC_TEST_TIME_SCALE") or 1)
 PYTHON = VENV + "/bin/python3"
 CGROUP_MOUNT = "/sys/fs/cgroup"
 CGROUP_PARENT = "pyexec-probe"
@@ -424,7 +427,7 @@ ZYGOTES = {}   # configuration key -> Zygote
 
 def pump(until, timeout):
     """Service every job's and zygote's descriptors until until() or timeout."""
-    deadline = now() + timeout
+    deadline = now() + timeout * TIME_SCALE
     while not until():
         if now() > deadline:
             return False
