@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use pyexec_worker::channel::max_answer_frame;
-use pyexec_worker::fork::Recycling;
-use pyexec_worker::nsjail::{NsjailConfig, SandboxLimits};
+use pyexec_worker::max_answer_frame;
+use pyexec_worker::Recycling;
 use pyexec_worker::{FileCaps, PoolConfig};
+use pyexec_worker::{NsjailConfig, SandboxLimits};
 
 /// One environment variable the server reads.
 pub struct Var<T> {
@@ -1231,14 +1231,17 @@ mod tests {
         // The largest script and input still fit the runner's job frame, the
         // script escaped.
         let input = format!("\"{}\"", "x".repeat(largest.max_input_bytes - 2));
-        let job = pyexec_worker::protocol::ToRunner::Job {
+        let job = pyexec_worker::Job {
             script: "\u{1}".repeat(largest.max_script_chars),
             input: Some(serde_json::value::RawValue::from_string(input).unwrap()),
+            limits: pyexec_worker::JobLimits {
+                timeout: largest.timeout,
+                memory_bytes: largest.memory_mb << 20,
+            },
             max_result_bytes: largest.max_result_bytes,
-            max_files: largest.max_output_files,
-            max_files_bytes: largest.max_output_files_bytes,
+            file_caps: largest.file_caps(),
         };
-        assert!(serde_json::to_string(&job).unwrap().len() <= RUNNER_MAX_JOB_FRAME);
+        assert!(job.frame_len() <= RUNNER_MAX_JOB_FRAME);
         assert!(
             max_answer_frame(largest.max_result_bytes, largest.file_caps()) <= u64::from(u32::MAX)
         );

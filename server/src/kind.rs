@@ -151,7 +151,7 @@ impl Kind {
             JobFailure::MemoryLimit | JobFailure::MemoryBelowBaseline { .. } => Kind::MemoryLimit,
             JobFailure::Exited { .. } => Kind::WorkerExited,
             JobFailure::Protocol(_) => Kind::ProtocolViolation,
-            JobFailure::Lost(_) => Kind::WorkerLost,
+            JobFailure::Lost { .. } => Kind::WorkerLost,
             JobFailure::Sandbox(_) => Kind::Internal,
         }
     }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyexec_worker::fork::ZygoteObserver;
 use pyexec_worker::{JobReport, PoolObserver, SpawnError, Versions};
+use pyexec_worker::{ZygoteError, ZygoteObserver};
 
 use crate::kind::Kind;
 use crate::metrics::Metrics;
@@ -40,7 +40,7 @@ impl PoolObserver for PoolEvents {
 
     fn spawn_failed(&self, worker_id: u64, error: &SpawnError) {
         self.metrics.spawn_failures.inc();
-        self.readiness.spawn_failed(&error.message);
+        self.readiness.spawn_failed(&error.to_string());
         tracing::warn!(worker_id, error = %error, "worker failed to start");
     }
 
@@ -95,7 +95,7 @@ impl ZygoteObserver for ZygoteEvents {
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
     }
 
-    fn zygote_failed(&self, _generation: u64, _error: &str) {
+    fn zygote_failed(&self, _generation: u64, _error: &ZygoteError) {
         self.metrics.zygote_failures.inc();
     }
 

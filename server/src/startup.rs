@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pyexec_worker::fork::ForkSandbox;
-use pyexec_worker::spawn::SpawnSandbox;
+use pyexec_worker::ForkSandbox;
 use pyexec_worker::Sandbox;
+use pyexec_worker::SpawnSandbox;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Isolation};

@@ -6,24 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{execute, get, request, TestServer};
-
-/// Asserts the status and kind of an answer and returns its body.
-fn expect(response: &common::Response, status: u16, kind: &str) -> serde_json::Value {
-    let body = response.json();
-    assert_eq!(
-        (response.status, body["kind"].as_str().unwrap_or("")),
-        (status, kind),
-        "{body}"
-    );
-    if !kind.is_empty() {
-        assert!(
-            body["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{body}"
-        );
-    }
-    body
-}
+use common::{execute, expect, get, request, TestServer};
 
 #[tokio::test]
 async fn every_row_of_the_status_table() {

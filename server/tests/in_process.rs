@@ -6,8 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::fake::{FakeSandbox, JobState};
-use common::{execute, execute_with, get, request, scrape, send_raw, InProcessServer};
+use common::{eventually, execute, execute_with, get, request, scrape, send_raw, InProcessServer};
+use pyexec_worker::testing::{FakeSandbox, JobState, Spawns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -306,7 +306,7 @@ async fn a_broken_sandbox_is_not_ready() {
     // comes while the pool is still warming up (fork mode's defaults start
     // eight spawns at once: without the delay, three failures can come first).
     let sandbox = FakeSandbox {
-        broken: true,
+        spawns: Spawns::Fail,
         spawn_delay: Duration::from_millis(500),
         ..FakeSandbox::default()
     };
@@ -342,7 +342,7 @@ async fn a_broken_sandbox_is_not_ready() {
         if body["reason"]
             .as_str()
             .unwrap()
-            .contains("fake sandbox is broken")
+            .contains("fails on purpose")
         {
             break;
         }
@@ -529,17 +529,19 @@ async fn a_client_that_goes_away_stops_its_worker() {
         assert!(Instant::now() < deadline, "the job never started");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(sandbox.stopped(JobState::Running).is_empty());
+    assert!(sandbox.ledger.stopped(JobState::Running).is_empty());
     drop(stream);
     // Stopped mid-job, by its lease's drop: nothing else stops a busy worker.
-    while sandbox.stopped(JobState::Running).is_empty() || server.state.pool.status().busy > 0 {
+    while sandbox.ledger.stopped(JobState::Running).is_empty()
+        || server.state.pool.status().busy > 0
+    {
         assert!(
             Instant::now() < deadline,
             "the abandoned job's worker was not stopped"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(sandbox.stopped(JobState::Running).len(), 1);
+    assert_eq!(sandbox.ledger.stopped(JobState::Running).len(), 1);
     server.shutdown().await;
 }
 
@@ -552,10 +554,10 @@ async fn from_the_signal_probes_and_new_jobs_get_503_while_in_flight_requests_fi
     let mut server = InProcessServer::start(&[("PYEXEC_SHUTDOWN_GRACE", "5")]).await;
     let addr = server.addr;
     let in_flight = tokio::spawn(execute(addr, "slow:600"));
-    wait_until("the job runs", || server.state.pool.status().busy == 1).await;
+    eventually("the job runs", || server.state.pool.status().busy == 1).await;
     let signalled = Instant::now();
     let stopping = server.begin_shutdown();
-    wait_until("the drain begins", || server.state.drain.is_draining()).await;
+    eventually("the drain begins", || server.state.drain.is_draining()).await;
 
     let ready = get(addr, "/readyz").await;
     assert_eq!(ready.status, 503, "{}", ready.text());
@@ -605,7 +607,7 @@ async fn a_request_on_a_connection_opened_before_the_signal_is_answered() {
     // Accepted, and nothing sent yet.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stopping = server.begin_shutdown();
-    wait_until("the drain begins", || server.state.drain.is_draining()).await;
+    eventually("the drain begins", || server.state.drain.is_draining()).await;
     // Long enough for the connection's task to have seen the drain.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -632,7 +634,7 @@ async fn a_request_on_a_connection_opened_before_the_signal_is_answered() {
 #[tokio::test]
 async fn what_outlives_the_grace_is_answered_and_stopped() {
     let sandbox = FakeSandbox {
-        hang_from_spawn: Some(2),
+        spawns: Spawns::HangFrom(2),
         ..FakeSandbox::default()
     };
     let mut server = InProcessServer::start_with(
@@ -648,9 +650,9 @@ async fn what_outlives_the_grace_is_answered_and_stopped() {
     .await;
     let addr = server.addr;
     let running = tokio::spawn(execute(addr, "sleep"));
-    wait_until("the job runs", || server.state.pool.status().busy == 1).await;
+    eventually("the job runs", || server.state.pool.status().busy == 1).await;
     let queued = tokio::spawn(execute(addr, "x"));
-    wait_until("a request queues", || {
+    eventually("a request queues", || {
         server.state.pool.status().waiting == 1
     })
     .await;
@@ -684,10 +686,10 @@ async fn what_outlives_the_grace_is_answered_and_stopped() {
     // The pool's shutdown stops the idle workers; only the lease's drop can
     // stop the one whose job was cut off.
     assert_eq!(
-        sandbox.stopped(JobState::Running).len(),
+        sandbox.ledger.stopped(JobState::Running).len(),
         1,
         "the cut-off job's worker was not stopped by its lease: {:?}",
-        sandbox.stops.lock().unwrap()
+        sandbox.ledger.stops()
     );
     // The queued request was refused; the cut-off job was not a refusal.
     let metrics = rendered_metrics(&server);
@@ -706,7 +708,7 @@ async fn what_outlives_the_grace_is_answered_and_stopped() {
 #[tokio::test]
 async fn a_hung_spawn_does_not_stall_the_shutdown() {
     let sandbox = FakeSandbox {
-        hang_from_spawn: Some(2),
+        spawns: Spawns::HangFrom(2),
         ..FakeSandbox::default()
     };
     let mut server = InProcessServer::start_with(
@@ -714,7 +716,7 @@ async fn a_hung_spawn_does_not_stall_the_shutdown() {
         sandbox,
     )
     .await;
-    wait_until("the second spawn hangs", || {
+    eventually("the second spawn hangs", || {
         let status = server.state.pool.status();
         status.ready == 1 && status.spawning == 1
     })
@@ -730,15 +732,6 @@ async fn a_hung_spawn_does_not_stall_the_shutdown() {
         took <= Duration::from_millis(1500),
         "shutdown took {took:?}, over the grace period (0.5 s) + 1 s"
     );
-}
-
-/// Polls `check` every 5 ms for up to 5 s.
-async fn wait_until(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// The metrics without HTTP (the listener is gone after a shutdown).

@@ -100,8 +100,17 @@ async fn two_jobs_at_once_cannot_see_reach_or_signal_each_other() {
     );
 }
 
-/// SIGSTOPs the current zygote, as a wedged one would be; returns its pid.
-fn stop_the_zygote(server: &TestServer) -> i32 {
+/// SIGSTOPs the current zygote, as a wedged one would be, once the pool
+/// holds all `warm` workers it forked; returns its pid.
+async fn stop_the_zygote(server: &TestServer, warm: u64) -> i32 {
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
+    while get(server.addr, "/readyz").await.json()["pool"]["ready"] != warm {
+        assert!(
+            Instant::now() < deadline,
+            "the pool never held {warm} warm workers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let zygote = zygote_pid(server.pid()).expect("a live zygote");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(zygote),
@@ -237,7 +246,7 @@ async fn a_live_zygote_that_cannot_fork_is_replaced() {
     // replacement's own start (it shares the limit) on a slow machine.
     let server =
         TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SPAWN_TIMEOUT", "3")]).await;
-    let stuck = stop_the_zygote(&server);
+    let stuck = stop_the_zygote(&server, 2).await;
     // The warm workers it forked before it stopped still serve.
     use_up_warm_workers(&server, 2).await;
     let script = "def main():\n    return {'ok': True}\n";
@@ -291,7 +300,7 @@ async fn sigterm_during_spawns_that_hang_exits_within_the_grace() {
     let grace = Duration::from_secs(1);
     let mut server =
         TestServer::start(&[("PYEXEC_POOL_SIZE", "2"), ("PYEXEC_SHUTDOWN_GRACE", "1")]).await;
-    stop_the_zygote(&server);
+    stop_the_zygote(&server, 2).await;
     // Their replacements hang in the stopped zygote.
     use_up_warm_workers(&server, 2).await;
     let metrics = scrape(server.addr).await;

@@ -8,7 +8,7 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::{execute, request, time_scale, Response, TestServer};
+use common::{execute, expect, request, time_scale, Response, TestServer};
 
 async fn post(server: &TestServer, body: &Value) -> Response {
     let json = [("Content-Type", "application/json")];
@@ -41,18 +41,6 @@ fn base64_decode(text: &str) -> Vec<u8> {
         }
     }
     out
-}
-
-/// Asserts the status and kind of an answer and returns its body.
-fn expect(response: &Response, status: u16, kind: &str) -> Value {
-    response.assert_json_line();
-    let body = response.json();
-    assert_eq!(
-        (response.status, body["kind"].as_str().unwrap_or("")),
-        (status, kind),
-        "{body}"
-    );
-    body
 }
 
 #[tokio::test]

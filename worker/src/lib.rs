@@ -8,40 +8,41 @@
 //!   └─ Lease ─run─▶ Worker ── JobChannel: job socket + captured stdout/stderr
 //! ```
 //!
-//! - [`protocol`], [`codec`]: the messages between the server and the
-//!   runner, as length-delimited JSON frames with a size cap.
-//! - [`job`]: a job, its result, its output, and why it can fail.
-//! - [`sandbox`]: the `Sandbox`/`Worker` traits the pool is written against.
-//! - [`sandboxed`]: a worker of either mode, and where its exit is learned.
-//! - [`channel`]: the server's end of one job process.
-//! - [`spawn`], [`fork`]: the two isolation modes.
-//! - [`nsjail`], [`launcher`]: starting jails, from one long-lived thread.
-//! - [`cgroup`]: per-worker cgroups (v1 and v2) for memory, processes and
-//!   CPU, and what each job used.
-//! - [`process`]: a job's init process held by a pidfd.
-//! - [`capture`]: reading a job's stdout/stderr pipes under a cap.
-//! - [`selfcheck`]: the start-up proof of every wall.
-//! - [`pool`]: the warm pool, its FIFO queue and the RAII [`Lease`].
+//! The rooms, each knowing only those below it:
+//!
+//! - `pool/`: the warm pool, its fair queue and the RAII [`Lease`].
+//! - `modes/`: the two isolation modes (`spawn`, `fork` with its zygote),
+//!   and the worker type both share (`sandboxed`).
+//! - `selfcheck/`: the start-up proof of every wall, through a [`Sandbox`].
+//! - `jail/`: starting nsjail (from one long-lived launcher thread), the
+//!   per-worker cgroups and the job's process held by a pidfd.
+//! - `job/`: a job and its outcome, the messages to and from the runner,
+//!   their framing, the job channel and the capture of stdout/stderr.
+//! - `sandbox`, `error`, `observer`: the seams the pool and the server are
+//!   written against ([`Sandbox`], [`Worker`], [`SpawnError`], [`PoolObserver`]).
 
-pub mod capture;
-pub mod cgroup;
-pub mod channel;
-pub mod codec;
-pub mod fork;
-pub mod job;
-pub mod launcher;
-pub mod nsjail;
-pub mod observer;
-pub mod pool;
-pub mod process;
-pub mod protocol;
-pub mod sandbox;
-pub mod sandboxed;
-pub mod selfcheck;
-pub mod spawn;
+mod error;
+mod jail;
+mod job;
+mod modes;
+mod observer;
+mod pool;
+mod sandbox;
+mod selfcheck;
 
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+pub use error::{
+    CgroupError, ConfineError, ForkError, HandshakeError, ProtocolViolation, SandboxFault,
+    SetupError, SpawnError, SpawnFailure, Unready, ZygoteError, ZygoteNotReady,
+};
+pub use jail::{CgroupMode, NsjailConfig, SandboxLimits};
+pub use job::channel::max_answer_frame;
+pub use job::protocol::{OutputFile, OutputFiles, ScriptError, ScriptErrorKind, Versions};
 pub use job::{Captured, FileCaps, Job, JobFailure, JobLimits, JobReport, JobResult, Usage};
+pub use modes::fork::{ForkSandbox, NoZygoteObserver, Recycling, ZygoteObserver};
+pub use modes::spawn::SpawnSandbox;
 pub use observer::{NoObserver, PoolObserver};
 pub use pool::{CheckoutError, Lease, Pool, PoolConfig, PoolStatus};
-pub use protocol::{OutputFile, OutputFiles, ScriptError, ScriptErrorKind, Versions};
-pub use sandbox::{Sandbox, SpawnError, Worker};
+pub use sandbox::{Sandbox, SelfCheckReport, Worker};

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
+use crate::error::SpawnError;
+use crate::job::protocol::Versions;
 use crate::job::JobReport;
-use crate::protocol::Versions;
-use crate::sandbox::SpawnError;
 
 /// Pool events. Every method has an empty default so an observer implements
 /// only what it needs. Called on the pool's tasks: keep them quick.

@@ -1,28 +1,25 @@
 //! The seam between the pool and whatever makes the jailed interpreters:
-//! [`crate::spawn`] (a jail per worker) and [`crate::fork`] (children of a
-//! warm zygote) in production, fakes in the tests. The pool and the HTTP
-//! server are written against these traits and never learn which it is.
+//! the spawn and fork modes in production, fakes in the tests. The pool and
+//! the HTTP server are written against these traits, the errors of
+//! [`crate::error`] and the [`SelfCheckReport`], and never learn which
+//! sandbox it is.
 
 use std::future::Future;
 
+use crate::error::{SetupError, SpawnError, Unready};
+use crate::job::protocol::Versions;
 use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
-use crate::nsjail::SetupError;
-use crate::protocol::Versions;
-use crate::selfcheck::SelfCheckReport;
 
-/// Why a worker could not be started.
-#[derive(Debug, Clone)]
-pub struct SpawnError {
-    pub message: String,
+/// What a sandbox's self-check established, for the start-up log.
+#[derive(Debug, Clone, Default)]
+pub struct SelfCheckReport {
+    pub versions: Versions,
+    pub isolation: String,
+    pub cgroup_mode: String,
+    pub nsjail_version: String,
+    /// One line per wall proven.
+    pub findings: Vec<String>,
 }
-
-impl std::fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SpawnError {}
 
 /// Makes workers.
 pub trait Sandbox: Send + Sync + 'static {
@@ -41,7 +38,7 @@ pub trait Sandbox: Send + Sync + 'static {
 
     /// Whether new workers can be made right now, else why not (fork mode:
     /// no live zygote). Read by `/readyz`.
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unready> {
         Ok(())
     }
 
@@ -63,7 +60,7 @@ impl<S: Sandbox> Sandbox for std::sync::Arc<S> {
         S::self_check(self)
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unready> {
         S::health(self)
     }
 

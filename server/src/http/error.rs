@@ -191,15 +191,15 @@ impl ApiError {
                     format!("the script's process ended before main() returned ({status})"),
                 )
             },
-            JobFailure::Protocol(detail) => ApiError {
-                detail: Some(detail),
+            JobFailure::Protocol(violation) => ApiError {
+                detail: Some(violation.to_string()),
                 ..ApiError::new(
                     kind,
                     "the script interfered with the channel its result is returned on (e.g. wrote to or closed file descriptor 3)",
                 )
             },
-            JobFailure::Lost(detail) => ApiError {
-                detail: Some(detail),
+            JobFailure::Lost { zygote } => ApiError {
+                detail: Some(format!("zygote {zygote} ended while the job ran")),
                 ..ApiError::new(
                     kind,
                     "the process running the script was lost to a failure outside the job (its zygote ended); retry and a fresh worker will run it",
@@ -403,11 +403,15 @@ mod tests {
                 400,
             ),
             (
-                JobFailure::Protocol("bad frame".into()),
+                JobFailure::Protocol(pyexec_worker::ProtocolViolation::SecondReady),
                 "protocol_violation",
                 400,
             ),
-            (JobFailure::Sandbox("io".into()), "internal", 500),
+            (
+                JobFailure::Sandbox(pyexec_worker::SandboxFault::Runner("io".into())),
+                "internal",
+                500,
+            ),
         ];
         for (failure, kind, status) in cases {
             let e = ApiError::from_failure(failure, output());
@@ -435,7 +439,10 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_hide_their_detail() {
-        let e = ApiError::from_failure(JobFailure::Sandbox("secret path /x".into()), output());
+        let e = ApiError::from_failure(
+            JobFailure::Sandbox(pyexec_worker::SandboxFault::Runner("secret path /x".into())),
+            output(),
+        );
         let body = e
             .into_response()
             .into_body()

@@ -38,7 +38,7 @@ pub fn readyz<S: Sandbox>(state: &AppState<S>) -> Response<Body> {
     let verdict = state.readiness.check(
         &status,
         state.drain.is_draining(),
-        state.pool.sandbox().health(),
+        state.pool.sandbox().health().map_err(|why| why.to_string()),
     );
     let body = ReadyBody {
         ready: verdict.is_ok(),

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
-pub mod fake;
 mod time_scale;
 
 pub use time_scale::{scaled, time_scale};
@@ -17,6 +16,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pyexec_worker::testing::FakeSandbox;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -92,6 +92,34 @@ pub async fn request(
     let mut raw = head.into_bytes();
     raw.extend_from_slice(body);
     send_raw(addr, &raw).await
+}
+
+/// Asserts the status and kind of an answer (a body ending in one newline,
+/// and an error message with every error) and returns its body.
+pub fn expect(response: &Response, status: u16, kind: &str) -> Value {
+    response.assert_json_line();
+    let body = response.json();
+    assert_eq!(
+        (response.status, body["kind"].as_str().unwrap_or("")),
+        (status, kind),
+        "{body}"
+    );
+    if !kind.is_empty() {
+        assert!(
+            body["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{body}"
+        );
+    }
+    body
+}
+
+/// Polls `check` every 10 ms until it holds, failing after 15 s (scaled).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + scaled(Duration::from_secs(15));
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// `POST /execute` of `{"script": script}`.
@@ -438,20 +466,20 @@ impl Drop for TestServer {
     }
 }
 
-/// The server run in-process on [`fake::FakeSandbox`], on 127.0.0.1:0.
+/// The server run in-process on [`FakeSandbox`] (`pyexec_worker::testing`), on 127.0.0.1:0.
 pub struct InProcessServer {
     pub addr: SocketAddr,
-    pub state: Arc<pyexec_server::AppState<fake::FakeSandbox>>,
+    pub state: Arc<pyexec_server::AppState<FakeSandbox>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl InProcessServer {
     pub async fn start(env: &[(&str, &str)]) -> InProcessServer {
-        InProcessServer::start_with(env, fake::FakeSandbox::default()).await
+        InProcessServer::start_with(env, FakeSandbox::default()).await
     }
 
-    pub async fn start_with(env: &[(&str, &str)], sandbox: fake::FakeSandbox) -> InProcessServer {
+    pub async fn start_with(env: &[(&str, &str)], sandbox: FakeSandbox) -> InProcessServer {
         let env: std::collections::HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

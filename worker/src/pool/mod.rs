@@ -400,7 +400,7 @@ async fn spawn_one<S: Sandbox>(mut slot: SpawnSlot<S>, failures_before: u32) {
 type Spawned<S> = (
     u64,
     Instant,
-    Result<<S as Sandbox>::Worker, crate::sandbox::SpawnError>,
+    Result<<S as Sandbox>::Worker, crate::error::SpawnError>,
 );
 
 async fn backed_off_spawn<S: Sandbox>(

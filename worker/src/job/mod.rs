@@ -1,12 +1,20 @@
 //! A job and everything that can come of it: the result, the files it left,
 //! the captured output, what it used, or the reason it failed, named by who
-//! is at fault.
+//! is at fault. Below it, how a job travels: the messages ([`protocol`]),
+//! their framing ([`codec`]), the server's end of a job process
+//! ([`channel`]) and the capture of its output ([`capture`]).
+
+pub(crate) mod capture;
+pub(crate) mod channel;
+pub(crate) mod codec;
+pub(crate) mod protocol;
 
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 
-use crate::protocol::{OutputFiles, ScriptError};
+use crate::error::{ProtocolViolation, SandboxFault};
+use protocol::{OutputFiles, ScriptError, ToRunner};
 
 /// One script to run, with the limits that apply to it and to its answer.
 #[derive(Debug, Clone)]
@@ -22,6 +30,12 @@ pub struct Job {
 }
 
 impl Job {
+    /// The length of the job's frame to the runner, as sent (the runner
+    /// refuses frames over its own cap).
+    pub fn frame_len(&self) -> usize {
+        serde_json::to_vec(&ToRunner::of(self)).map_or(usize::MAX, |frame| frame.len())
+    }
+
     /// A job without input, under `limits`, with room for a `max_result_bytes`
     /// result and no output files (the self-check's and the tests' jobs).
     pub fn new(script: impl Into<String>, limits: JobLimits, max_result_bytes: u64) -> Job {
@@ -103,7 +117,7 @@ impl Captured {
 }
 
 /// Why a job did not produce a result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum JobFailure {
     /// The runner diagnosed it: syntax error, exception, invalid result, …
     Script(ScriptError),
@@ -119,14 +133,14 @@ pub enum JobFailure {
     Exited { status: String },
     /// The jail sent something that is not a valid frame: the script
     /// interfered with the runner's channel.
-    Protocol(String),
-    /// The worker was lost to something outside the job: its zygote ended
-    /// while the job ran, taking the job with it. Not the script's fault; a
-    /// retry runs on a fresh worker.
-    Lost(String),
+    Protocol(ProtocolViolation),
+    /// The worker was lost to something outside the job: zygote `zygote`
+    /// ended while the job ran, taking the job with it. Not the script's
+    /// fault; a retry runs on a fresh worker.
+    Lost { zygote: u64 },
     /// The sandbox failed us (the worker was gone before the job, an I/O error
     /// on our side): our fault, not the script's.
-    Sandbox(String),
+    Sandbox(SandboxFault),
 }
 
 /// Everything a finished job gives back.

@@ -13,13 +13,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cgroup::{CgroupMode, Cgroups, CpuPriority};
-use crate::launcher::Launcher;
-use crate::nsjail::{Jail, Nsjail, NsjailConfig, Role, SetupError};
-use crate::process::JobProcess;
-use crate::sandbox::{Sandbox, SpawnError, Worker};
-use crate::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
-use crate::selfcheck::{self, SelfCheckReport};
+use super::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
+use crate::error::{SetupError, SpawnError, SpawnFailure};
+use crate::jail::cgroup::{CgroupMode, Cgroups, CpuPriority};
+use crate::jail::launcher::Launcher;
+use crate::jail::nsjail::{Jail, Nsjail, NsjailConfig, Role};
+use crate::jail::process::JobProcess;
+use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
+use crate::selfcheck;
 
 /// How long nsjail may take to exit once its jailed process is dead.
 const JAIL_EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -35,10 +36,9 @@ impl SpawnSandbox {
     /// launcher thread. Must be called inside a tokio runtime.
     pub fn new(config: NsjailConfig) -> Result<SpawnSandbox, SetupError> {
         let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
-            .map_err(SetupError::new)?;
+            .map_err(SetupError::Cgroup)?;
         let nsjail = Nsjail::new(config)?;
-        let launcher = Launcher::start()
-            .map_err(|e| SetupError::new(format!("cannot start the launcher thread: {e}")))?;
+        let launcher = Launcher::start().map_err(SetupError::Launcher)?;
         Ok(SpawnSandbox {
             nsjail,
             cgroups: Arc::new(cgroups),
@@ -83,17 +83,13 @@ impl Sandbox for SpawnSandbox {
     type Worker = SpawnWorker;
 
     async fn spawn(&self, id: u64) -> Result<SpawnWorker, SpawnError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
-            message: format!("worker {id}: {what}: {e}"),
-        };
+        let fail = |failure| SpawnError::new(id, failure);
         let config = self.nsjail.config();
         // nsjail itself sits in the cgroup too: one task more than the script's cap.
         let (cgroup, channel, ends) = sandboxed::prepare(&self.cgroups, config, id, 1)
             .await
-            .map_err(|e| SpawnError {
-                message: format!("worker {id}: {e}"),
-            })?;
-        cgroup.set_cpu_priority_blocking(CpuPriority::Warmup).await;
+            .map_err(fail)?;
+        cgroup.set_cpu_priority(CpuPriority::Warmup).await;
         let passed = vec![ends.socket, ends.stdout, ends.stderr];
         let jail = match self
             .nsjail
@@ -103,42 +99,48 @@ impl Sandbox for SpawnSandbox {
             Ok(jail) => jail,
             Err(e) => {
                 cgroup.destroy().await;
-                return Err(fail("cannot start nsjail", &e));
+                return Err(fail(SpawnFailure::Launch(e)));
             }
         };
         let mut worker = SpawnWorker::new(id, channel, cgroup, jail);
+        /// How the wait for the ready frame ended, short of a ready worker.
+        enum NotReady {
+            Handshake(crate::error::HandshakeError),
+            JailEnded(String),
+        }
         let waited = tokio::time::timeout(config.spawn_timeout, async {
             let (channel, jail) = worker.channel_and_exit();
             tokio::select! {
-                ready = channel.wait_ready() => ready,
-                status = jail.wait() => Err(format!("the jail ended before the runner was ready ({status})")),
+                ready = channel.wait_ready() => ready.map_err(NotReady::Handshake),
+                status = jail.wait() => Err(NotReady::JailEnded(status)),
             }
         })
         .await;
         let ready = match waited {
             Ok(Ok(ready)) => ready,
-            Ok(Err(why)) => {
+            failed => {
                 let log = worker.exit().last_words().await;
                 worker.reap().await;
-                return Err(fail(&why, &log));
-            }
-            Err(_) => {
-                let log = worker.exit().last_words().await;
-                worker.reap().await;
-                let timeout = config.spawn_timeout;
-                return Err(fail(&format!("not ready within {timeout:?}"), &log));
+                return Err(fail(match failed {
+                    Ok(Err(NotReady::Handshake(error))) => SpawnFailure::Handshake { error, log },
+                    Ok(Err(NotReady::JailEnded(status))) => SpawnFailure::JailEnded { status, log },
+                    _ => SpawnFailure::NotReady {
+                        after: config.spawn_timeout,
+                        log,
+                    },
+                }));
             }
         };
         match JobProcess::open(ready.host_pid) {
             Ok(process) => worker.ready(process, ready.versions),
             Err(e) => {
                 worker.reap().await;
-                return Err(fail("cannot hold its process", &e));
+                return Err(fail(SpawnFailure::Hold(e)));
             }
         }
         // Warm now: it uses no CPU until its job, which gets a full share.
         if let Some(cgroup) = worker.job_cgroup() {
-            cgroup.set_cpu_priority_blocking(CpuPriority::Job).await;
+            cgroup.set_cpu_priority(CpuPriority::Job).await;
         }
         Ok(worker)
     }
@@ -157,6 +159,6 @@ impl Sandbox for SpawnSandbox {
 
     async fn close(&self) {
         let cgroups = self.cgroups.clone();
-        let _ = tokio::task::spawn_blocking(move || cgroups.close()).await;
+        let _ = tokio::task::spawn_blocking(move || cgroups.blocking_close()).await;
     }
 }

@@ -5,7 +5,7 @@
 //! namespace of its own (spawn: nsjail's jailed child; fork: the zygote's
 //! child), so killing it kills every process the script started: the kernel
 //! SIGKILLs the rest of a namespace when its init dies. Its host pid comes
-//! from the credentials on its "ready" frame (see [`crate::channel`]).
+//! from the credentials on its "ready" frame (see `job::channel`).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};

@@ -16,13 +16,11 @@
 //! copies of the passed descriptors open until it exits, so nothing here
 //! waits for end-of-file on them.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -30,19 +28,15 @@ use nix::unistd::pipe2;
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
 
+use super::launcher::Launcher;
+use super::log::{follow_log, LogTail};
+use crate::error::SetupError;
 use crate::job::FileCaps;
-use crate::launcher::Launcher;
 
 /// Where the runner's directory appears inside the jail.
 pub const RUNNER_MOUNT: &str = "/pyexec";
 /// The first descriptor a jail is given; the others follow it.
 const FIRST_PASSED_FD: RawFd = 3;
-/// nsjail log lines kept per jail to explain a failure.
-const LOG_TAIL_LINES: usize = 30;
-/// Longest nsjail log line kept; the rest of a longer line is discarded
-/// unread into memory, so a flood on the log pipe costs no server memory.
-const LOG_LINE_MAX: usize = 1000;
-const LOG_READ_CHUNK: usize = 16 * 1024;
 /// nsjail exits 128 + n when the jailed process died of signal n.
 const SIGNAL_EXIT_BASE: i32 = 128;
 /// nsjail's exit status when it failed before exec (mounts, cgroups, seccomp).
@@ -91,28 +85,6 @@ pub struct NsjailConfig {
     /// Where the cgroup filesystem is mounted.
     pub cgroup_mount: PathBuf,
 }
-
-/// What cannot be set up; each message says what is missing and how to fix it.
-#[derive(Debug, Clone)]
-pub struct SetupError {
-    pub message: String,
-}
-
-impl SetupError {
-    pub fn new(message: impl Into<String>) -> Self {
-        SetupError {
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for SetupError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for SetupError {}
 
 /// What a jail runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,14 +283,21 @@ fn owned(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-fn require_file(path: &Path, variable: &str, what: &str, fix: &str) -> Result<(), SetupError> {
+fn require_file(
+    path: &Path,
+    variable: &'static str,
+    what: &'static str,
+    fix: &'static str,
+) -> Result<(), SetupError> {
     if path.is_file() {
         Ok(())
     } else {
-        Err(SetupError::new(format!(
-            "{what} is missing: {} does not exist ({variable}); {fix}",
-            path.display()
-        )))
+        Err(SetupError::Missing {
+            what,
+            path: path.to_path_buf(),
+            variable,
+            fix,
+        })
     }
 }
 
@@ -328,18 +307,19 @@ fn common_args(config: &NsjailConfig) -> Result<Vec<OsString>, SetupError> {
         .python
         .parent()
         .and_then(Path::parent)
-        .ok_or_else(|| {
-            SetupError::new(format!(
-                "PYEXEC_PYTHON={} is not inside a venv",
-                config.python.display()
-            ))
+        .ok_or_else(|| SetupError::BadPath {
+            variable: "PYEXEC_PYTHON",
+            path: config.python.clone(),
+            reason: "it is not inside a venv".into(),
         })?;
-    let runner_dir = config.runner_dir.canonicalize().map_err(|e| {
-        SetupError::new(format!(
-            "PYEXEC_RUNNER_DIR={}: {e}",
-            config.runner_dir.display()
-        ))
-    })?;
+    let runner_dir = config
+        .runner_dir
+        .canonicalize()
+        .map_err(|e| SetupError::BadPath {
+            variable: "PYEXEC_RUNNER_DIR",
+            path: config.runner_dir.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(vec![
         "--config".into(),
         config.config_file.clone().into(),
@@ -424,80 +404,6 @@ pub fn describe_signal(signal: i32) -> String {
     format!("killed by signal {signal} ({name})")
 }
 
-/// The last lines nsjail logged for one jail.
-#[derive(Clone, Default)]
-struct LogTail(Arc<Mutex<VecDeque<String>>>);
-
-impl LogTail {
-    fn push(&self, line: String) {
-        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if lines.len() == LOG_TAIL_LINES {
-            lines.pop_front();
-        }
-        lines.push_back(line);
-    }
-
-    fn text(&self) -> String {
-        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        lines.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-}
-
-/// Reads nsjail's log pipe until it closes: logs each line at debug level and
-/// keeps the last few. Memory stays bounded whatever arrives: at most one
-/// chunk plus one line of `LOG_LINE_MAX` bytes is held, and the rest of a
-/// longer line is dropped as it is read.
-async fn follow_log(id: u64, pipe: pipe::Receiver, tail: LogTail) {
-    let mut chunk = vec![0u8; LOG_READ_CHUNK];
-    let mut lines = LineCutter::default();
-    loop {
-        if pipe.readable().await.is_err() {
-            break;
-        }
-        match pipe.try_read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => lines.feed(&chunk[..n], |line| {
-                tracing::debug!(worker = id, "nsjail: {line}");
-                tail.push(line);
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => break,
-        }
-    }
-    if let Some(line) = lines.rest() {
-        tail.push(line);
-    }
-}
-
-/// Splits a byte stream into lines of at most `LOG_LINE_MAX` bytes.
-#[derive(Default)]
-struct LineCutter {
-    line: Vec<u8>,
-}
-
-impl LineCutter {
-    fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
-        while !bytes.is_empty() {
-            let end = bytes.iter().position(|&b| b == b'\n');
-            let piece = &bytes[..end.unwrap_or(bytes.len())];
-            let room = LOG_LINE_MAX.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&piece[..piece.len().min(room)]);
-            match end {
-                Some(end) => {
-                    emit(String::from_utf8_lossy(&self.line).into_owned());
-                    self.line.clear();
-                    bytes = &bytes[end + 1..];
-                }
-                None => bytes = &[],
-            }
-        }
-    }
-
-    fn rest(self) -> Option<String> {
-        (!self.line.is_empty()).then(|| String::from_utf8_lossy(&self.line).into_owned())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -515,24 +421,6 @@ mod tests {
             describe_status(ExitStatus::from_raw(9)),
             "nsjail killed by signal 9"
         );
-    }
-
-    #[test]
-    fn long_lines_are_cut_and_their_rest_dropped() {
-        let mut cutter = LineCutter::default();
-        let mut lines = Vec::new();
-        cutter.feed(b"first\nsec", |l| lines.push(l));
-        cutter.feed(b"ond\n", |l| lines.push(l));
-        // A line far over the bound, fed in pieces without a newline.
-        for _ in 0..100 {
-            cutter.feed(&[b'A'; 4096], |l| lines.push(l));
-            assert!(cutter.line.len() <= LOG_LINE_MAX);
-        }
-        cutter.feed(b"AAA\nlast", |l| lines.push(l));
-        assert_eq!(lines[..2], ["first".to_string(), "second".to_string()]);
-        assert_eq!(lines[2], "A".repeat(LOG_LINE_MAX));
-        assert_eq!(lines.len(), 3);
-        assert_eq!(cutter.rest().as_deref(), Some("last"));
     }
 
     fn config() -> NsjailConfig {

@@ -1,7 +1,7 @@
 //! The messages between the server and the runner inside the jail.
 //!
 //! Each frame is a 4-byte big-endian length followed by that many bytes of
-//! UTF-8 JSON (see [`crate::codec`]). One exchange per worker:
+//! UTF-8 JSON (see [`super::codec`]). One exchange per worker:
 //!
 //! ```text
 //! runner → server   {"type":"ready", versions…}          after numpy/pandas imported
@@ -32,6 +32,19 @@ pub enum ToRunner {
         /// … holding at most this many bytes in all.
         max_files_bytes: u64,
     },
+}
+
+impl ToRunner {
+    /// The frame that sends `job`.
+    pub fn of(job: &crate::job::Job) -> ToRunner {
+        ToRunner::Job {
+            script: job.script.clone(),
+            input: job.input.clone(),
+            max_result_bytes: job.max_result_bytes,
+            max_files: job.file_caps.max_files,
+            max_files_bytes: job.file_caps.max_bytes,
+        }
+    }
 }
 
 // Read back (by the tests, and by anything that replays frames) through a
@@ -232,7 +245,7 @@ mod tests {
     use serde_json::Value;
 
     fn examples() -> Value {
-        serde_json::from_str(include_str!("../../python/protocol_examples.json")).unwrap()
+        serde_json::from_str(include_str!("../../../python/protocol_examples.json")).unwrap()
     }
 
     #[test]
@@ -253,7 +266,7 @@ mod tests {
 
     #[test]
     fn the_file_caps_are_the_runners() {
-        let runner = include_str!("../../python/runner.py");
+        let runner = include_str!("../../../python/runner.py");
         let constant = |name: &str| -> usize {
             runner
                 .lines()

@@ -12,36 +12,19 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
 /// Why a frame could not be read or written.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The peer closed the connection before a whole frame arrived.
+    #[error("the connection closed")]
     Closed,
     /// The frame announced a length over the cap.
-    TooLarge {
-        limit: usize,
-    },
-    /// The frame was not the JSON message expected.
+    #[error("a frame was larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// The frame was not the JSON message expected (the decoder's words).
+    #[error("a frame was malformed: {0}")]
     Malformed(String),
-    Io(io::Error),
-}
-
-impl std::fmt::Display for FrameError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            FrameError::Closed => write!(f, "the connection closed"),
-            FrameError::TooLarge { limit } => write!(f, "a frame was larger than {limit} bytes"),
-            FrameError::Malformed(why) => write!(f, "a frame was malformed: {why}"),
-            FrameError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for FrameError {}
-
-impl From<io::Error> for FrameError {
-    fn from(e: io::Error) -> Self {
-        FrameError::Io(e)
-    }
+    #[error("{0}")]
+    Io(#[from] io::Error),
 }
 
 /// JSON messages of type `T`, framed by a 4-byte big-endian length.
@@ -142,7 +125,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{FromRunner, ToRunner};
+    use crate::job::protocol::{FromRunner, ToRunner};
 
     fn frame(body: &[u8]) -> BytesMut {
         let mut out = BytesMut::new();

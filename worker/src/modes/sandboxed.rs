@@ -8,12 +8,13 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::cgroup::{CgroupLimits, Cgroups, JobCgroup, JobMeter};
-use crate::channel::{max_answer_frame, JobChannel, JobEnds, RunError};
+use crate::error::SpawnFailure;
+use crate::jail::cgroup::{CgroupLimits, Cgroups, JobCgroup, JobMeter};
+use crate::jail::nsjail::NsjailConfig;
+use crate::jail::process::JobProcess;
+use crate::job::channel::{max_answer_frame, JobChannel, JobEnds, RunError};
+use crate::job::protocol::Versions;
 use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
-use crate::nsjail::NsjailConfig;
-use crate::process::JobProcess;
-use crate::protocol::Versions;
 use crate::sandbox::Worker;
 use crate::selfcheck::Inspect;
 
@@ -26,7 +27,7 @@ pub(crate) async fn prepare(
     config: &NsjailConfig,
     id: u64,
     extra_tasks: u32,
-) -> Result<(JobCgroup, JobChannel, JobEnds), String> {
+) -> Result<(JobCgroup, JobChannel, JobEnds), SpawnFailure> {
     let limits = &config.limits;
     let cgroup_limits = CgroupLimits {
         memory_bytes: limits.memory_bytes,
@@ -34,9 +35,9 @@ pub(crate) async fn prepare(
         cpus: limits.cpus,
     };
     let cgroup = cgroups
-        .create_blocking(format!("w{id}"), cgroup_limits)
+        .create(format!("w{id}"), cgroup_limits)
         .await
-        .map_err(|e| format!("cannot create its cgroup: {e}"))?;
+        .map_err(SpawnFailure::Cgroup)?;
     match JobChannel::new(
         max_answer_frame(config.max_result_bytes, config.file_caps),
         config.max_output_bytes,
@@ -44,7 +45,7 @@ pub(crate) async fn prepare(
         Ok((channel, ends)) => Ok((cgroup, channel, ends)),
         Err(e) => {
             cgroup.destroy().await;
-            Err(format!("cannot make its job channel: {e}"))
+            Err(SpawnFailure::Channel(e))
         }
     }
 }
@@ -54,8 +55,8 @@ pub(crate) async fn prepare(
 pub enum Ended {
     /// "exit status 3", "killed by signal 9 (SIGKILL)".
     Status(String),
-    /// Something outside the job ended it (fork mode: the zygote died).
-    Lost(String),
+    /// Something outside the job ended it: zygote `zygote` died (fork mode).
+    Lost { zygote: u64 },
 }
 
 /// Where a job process's end is learned, and what else of the mode goes
@@ -138,13 +139,13 @@ impl<E: ExitSource> SandboxedWorker<E> {
         // cgroup's CPU quota no process can use more CPU-seconds than wall
         // seconds, so the wall-clock deadline always comes first.
         if let Some(cgroup) = &self.cgroup {
-            if cgroup.oom_killed_blocking().await {
+            if cgroup.oom_killed().await {
                 return JobFailure::MemoryLimit;
             }
         }
         match ended {
             Ended::Status(status) => JobFailure::Exited { status },
-            Ended::Lost(why) => JobFailure::Lost(why),
+            Ended::Lost { zygote } => JobFailure::Lost { zygote },
         }
     }
 }
@@ -164,7 +165,7 @@ impl<E: ExitSource> Worker for SandboxedWorker<E> {
 
     async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
         if let Some(cgroup) = &self.cgroup {
-            self.meter = Some(cgroup.begin_job_blocking(job.limits.memory_bytes).await?);
+            self.meter = Some(cgroup.begin_job(job.limits.memory_bytes).await?);
         }
         match self.channel.run(job).await {
             Ok(result) => Ok(result),
@@ -191,7 +192,7 @@ impl<E: ExitSource> Worker for SandboxedWorker<E> {
 
     async fn usage(&mut self) -> Usage {
         match (&self.cgroup, self.meter.take()) {
-            (Some(cgroup), Some(meter)) => cgroup.usage_blocking(meter).await,
+            (Some(cgroup), Some(meter)) => cgroup.usage(meter).await,
             _ => Usage::default(),
         }
     }

@@ -23,9 +23,12 @@
 //! faults while it seals itself, ~2.6 MB) stay with the zygote's cgroup,
 //! which is sized for it.
 
+mod control;
+mod protocol;
+mod supervisor;
 mod zygote;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,28 +36,22 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cgroup::{CgroupLimits, CgroupMode, Cgroups};
-use crate::launcher::Launcher;
-use crate::nsjail::{Nsjail, NsjailConfig, SetupError};
-use crate::process::JobProcess;
-use crate::sandbox::{Sandbox, SpawnError, Worker};
-use crate::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
-use crate::selfcheck::{self, SelfCheckReport};
-
-pub use zygote::ChildExit;
-use zygote::{ExitWatch, Zygote, ZygoteStart};
+use super::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
+use crate::error::{
+    ConfineError, ForkError, SetupError, SpawnError, SpawnFailure, Unready, ZygoteError,
+};
+use crate::jail::cgroup::{CgroupLimits, CgroupMode, Cgroups};
+use crate::jail::launcher::Launcher;
+use crate::jail::nsjail::{Nsjail, NsjailConfig};
+use crate::jail::process::JobProcess;
+use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
+use crate::selfcheck;
+use control::{ChildExit, ExitWatch};
+use zygote::Zygote;
 
 /// How long a stopped child's exit may take to be reported before its
 /// cgroup is emptied by force.
 const EXIT_REPORT_GRACE: Duration = Duration::from_secs(2);
-/// How often the supervisor looks at the current zygote's age.
-const SUPERVISOR_TICK: Duration = Duration::from_secs(1);
-/// Back-off between attempts to start a zygote that keeps failing.
-const RESTART_BACKOFF: Duration = Duration::from_secs(1);
-/// A live zygote whose children failed this many times in a row (stopped,
-/// wedged, out of memory in its own cgroup) is replaced as if it had died:
-/// otherwise the pool would ask it for workers forever.
-const FAILED_SPAWNS_BEFORE_REPLACEMENT: u32 = 3;
 
 /// When a zygote is replaced by a fresh one.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -69,7 +66,7 @@ pub trait ZygoteObserver: Send + Sync + 'static {
     /// "failing" or "recycled"; `start_time`: launch to ready.
     fn zygote_started(&self, _generation: u64, _reason: &str, _start_time: Duration) {}
     /// A zygote could not be started.
-    fn zygote_failed(&self, _generation: u64, _error: &str) {}
+    fn zygote_failed(&self, _generation: u64, _error: &ZygoteError) {}
     /// The current zygote died while it was current.
     fn zygote_died(&self, _generation: u64) {}
 }
@@ -93,7 +90,7 @@ struct Inner {
     current: watch::Sender<Option<Arc<Zygote>>>,
     generations: AtomicU64,
     /// Why the last zygote start failed, for `/readyz`.
-    last_failure: Mutex<Option<String>>,
+    last_failure: Mutex<Option<Arc<ZygoteError>>>,
     /// Wakes the supervisor before its tick (forks reached the maximum).
     nudge: tokio::sync::Notify,
     stop: CancellationToken,
@@ -111,7 +108,7 @@ impl ForkSandbox {
         observer: Arc<dyn ZygoteObserver>,
     ) -> Result<ForkSandbox, SetupError> {
         let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
-            .map_err(SetupError::new)?;
+            .map_err(SetupError::Cgroup)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let zygote_limits = CgroupLimits {
             // The zygote's own interpreter (numpy and pandas imported, ~100
@@ -123,8 +120,7 @@ impl ForkSandbox {
             cpus: cpus as f64,
         };
         let nsjail = Nsjail::new(config)?;
-        let launcher = Launcher::start()
-            .map_err(|e| SetupError::new(format!("cannot start the launcher thread: {e}")))?;
+        let launcher = Launcher::start().map_err(SetupError::Launcher)?;
         let inner = Arc::new(Inner {
             nsjail,
             cgroups: Arc::new(cgroups),
@@ -139,13 +135,13 @@ impl ForkSandbox {
             stop: CancellationToken::new(),
             endings: TaskTracker::new(),
         });
-        let first = inner.start_zygote("start").await.map_err(|e| {
-            // The same causes, and fixes, as a spawn-mode worker's failure.
-            let message = format!("the zygote cannot start: {e}");
-            SetupError::new(selfcheck::explain_spawn_failure(&message))
-        })?;
+        // The same causes, and fixes, as a spawn-mode worker's failure.
+        let first = inner
+            .start_zygote("start")
+            .await
+            .map_err(|e| SetupError::cannot_start(format!("the zygote cannot start: {e}")))?;
         inner.current.send_replace(Some(first));
-        let supervisor = tokio::spawn(supervise(inner.clone()));
+        let supervisor = tokio::spawn(supervisor::supervise(inner.clone()));
         Ok(ForkSandbox {
             inner,
             supervisor: Mutex::new(Some(supervisor)),
@@ -164,135 +160,15 @@ impl ForkSandbox {
     pub fn zygote_generation(&self) -> Option<u64> {
         self.inner.current.borrow().as_ref().map(|z| z.generation())
     }
-}
 
-impl Inner {
-    async fn start_zygote(&self, reason: &str) -> Result<Arc<Zygote>, String> {
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let started = std::time::Instant::now();
-        let from = ZygoteStart {
-            nsjail: &self.nsjail,
-            launcher: &self.launcher,
-            cgroups: &self.cgroups,
-            cgroup_limits: self.zygote_limits.clone(),
-            timeout: self.nsjail.config().spawn_timeout,
-            endings: self.endings.clone(),
-        };
-        match Zygote::start(generation, from).await {
-            Ok(zygote) => {
-                *lock(&self.last_failure) = None;
-                self.observer
-                    .zygote_started(generation, reason, started.elapsed());
-                tracing::info!(
-                    zygote = generation,
-                    reason,
-                    start_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "zygote ready"
-                );
-                Ok(zygote)
-            }
-            Err(error) => {
-                *lock(&self.last_failure) = Some(error.clone());
-                self.observer.zygote_failed(generation, &error);
-                tracing::warn!(zygote = generation, error = %error, "a zygote failed to start");
-                Err(error)
-            }
-        }
+    /// The current zygote's process, as the host sees it, if one is live.
+    pub fn zygote_host_pid(&self) -> Option<i32> {
+        self.inner
+            .current
+            .borrow()
+            .as_ref()
+            .and_then(|z| z.host_pid())
     }
-
-    /// Counts a child of `zygote` that failed, and wakes the supervisor once
-    /// the zygote is due for replacement.
-    fn count_failed_spawn(&self, zygote: &Zygote) {
-        if zygote.spawn_failed() >= FAILED_SPAWNS_BEFORE_REPLACEMENT {
-            self.nudge.notify_one();
-        }
-    }
-
-    fn due_for_recycling(&self, zygote: &Zygote) -> bool {
-        zygote.forks() >= self.recycling.max_forks || zygote.age() >= self.recycling.max_age
-    }
-
-    /// Waits up to the spawn timeout for a live zygote.
-    async fn live_zygote(&self) -> Result<Arc<Zygote>, String> {
-        let mut current = self.current.subscribe();
-        let timeout = self.nsjail.config().spawn_timeout;
-        let found = tokio::time::timeout(
-            timeout,
-            current.wait_for(|z| z.as_ref().is_some_and(|z| z.is_alive())),
-        )
-        .await;
-        match found {
-            Ok(Ok(zygote)) => Ok(zygote.clone().expect("wait_for saw a live zygote")),
-            Ok(Err(_)) => Err("the sandbox is closing".into()),
-            Err(_) => Err(format!(
-                "no live zygote within {timeout:?}; last start failure: {}",
-                lock(&self.last_failure)
-                    .clone()
-                    .unwrap_or_else(|| "none".into())
-            )),
-        }
-    }
-}
-
-/// Keeps a live zygote current: replaces one that died, recycles one that
-/// is due, each time starting the successor before the old one leaves.
-async fn supervise(inner: Arc<Inner>) {
-    loop {
-        let current = inner.current.borrow().clone();
-        let reason = match &current {
-            Some(zygote) if !zygote.is_alive() => {
-                inner.observer.zygote_died(zygote.generation());
-                tracing::warn!(
-                    zygote = zygote.generation(),
-                    "the zygote died; replacing it"
-                );
-                // Nothing can be forked from it any more.
-                inner.current.send_replace(None);
-                Some("died")
-            }
-            None => Some("died"),
-            Some(zygote) if zygote.failed_spawns_in_a_row() >= FAILED_SPAWNS_BEFORE_REPLACEMENT => {
-                tracing::warn!(
-                    zygote = zygote.generation(),
-                    failed_spawns = zygote.failed_spawns_in_a_row(),
-                    "the zygote's children keep failing; replacing it"
-                );
-                Some("failing")
-            }
-            Some(zygote) if inner.due_for_recycling(zygote) => Some("recycled"),
-            Some(_) => None,
-        };
-        if let Some(reason) = reason {
-            match inner.start_zygote(reason).await {
-                // The old one leaves the sandbox here and ends once the
-                // last worker it forked has been reaped.
-                Ok(fresh) => drop(inner.current.send_replace(Some(fresh))),
-                Err(_) => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(RESTART_BACKOFF) => {}
-                        _ = inner.stop.cancelled() => return,
-                    }
-                }
-            }
-            continue;
-        }
-        let died = async {
-            match &current {
-                Some(zygote) => zygote.died().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = died => {}
-            _ = inner.nudge.notified() => {}
-            _ = tokio::time::sleep(SUPERVISOR_TICK) => {}
-            _ = inner.stop.cancelled() => return,
-        }
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One job child of a zygote; the zygote says how it ended.
@@ -319,10 +195,9 @@ impl ExitSource for ZygoteChild {
     async fn ended(&mut self) -> Ended {
         match self.exit_report().await {
             Some(ChildExit::Status(status)) => Ended::Status(status),
-            Some(ChildExit::ZygoteGone) => Ended::Lost(format!(
-                "zygote {} ended while the job ran",
-                self.zygote.generation()
-            )),
+            Some(ChildExit::ZygoteGone) => Ended::Lost {
+                zygote: self.zygote.generation(),
+            },
             None => Ended::Status("unknown status".into()),
         }
     }
@@ -346,20 +221,16 @@ impl Sandbox for ForkSandbox {
     type Worker = ForkWorker;
 
     async fn spawn(&self, id: u64) -> Result<ForkWorker, SpawnError> {
-        let fail = |what: &str, e: &dyn std::fmt::Display| SpawnError {
-            message: format!("worker {id}: {what}: {e}"),
-        };
+        let fail = |failure| SpawnError::new(id, failure);
         let inner = &self.inner;
         let config = inner.nsjail.config();
         let zygote = inner
             .live_zygote()
             .await
-            .map_err(|e| fail("no zygote to fork from", &e))?;
+            .map_err(|e| fail(SpawnFailure::Fork(e)))?;
         let (cgroup, channel, ends) = sandboxed::prepare(&inner.cgroups, config, id, 0)
             .await
-            .map_err(|e| SpawnError {
-                message: format!("worker {id}: {e}"),
-            })?;
+            .map_err(fail)?;
         // One bound from the fork request to the child's ready frame. A
         // wedged zygote never answers: without it the spawn, and the pool's
         // slot with it, would wait for it forever.
@@ -368,12 +239,12 @@ impl Sandbox for ForkSandbox {
             Ok(Ok(forked)) => forked,
             failed => {
                 cgroup.destroy().await;
-                let why = match failed {
+                let error = match failed {
                     Ok(Err(e)) => e,
-                    _ => format!("no answer within {:?}", config.spawn_timeout),
+                    _ => ForkError::NoAnswer(config.spawn_timeout),
                 };
                 inner.count_failed_spawn(&zygote);
-                return Err(fail("the zygote did not fork it", &why));
+                return Err(fail(SpawnFailure::Fork(error)));
             }
         };
         if zygote.forks() >= inner.recycling.max_forks {
@@ -388,22 +259,33 @@ impl Sandbox for ForkSandbox {
             let (channel, child) = worker.channel_and_exit();
             let mut exit = child.exit.clone();
             tokio::select! {
-                ready = channel.wait_ready() => ready,
-                ended = exit.wait_for(Option::is_some) => Err(format!(
-                    "the child ended before it was ready ({:?})",
-                    ended.ok().and_then(|e| e.clone())
-                )),
+                ready = channel.wait_ready() => ready.map_err(|error| SpawnFailure::Handshake {
+                    error,
+                    log: String::new(),
+                }),
+                ended = exit.wait_for(Option::is_some) => Err(SpawnFailure::ChildEnded {
+                    status: match ended.ok().and_then(|e| e.clone()) {
+                        Some(ChildExit::Status(status)) => status,
+                        Some(ChildExit::ZygoteGone) => "its zygote ended".into(),
+                        None => "unknown status".into(),
+                    },
+                }),
             }
         })
         .await
-        .unwrap_or_else(|_| Err(format!("not ready within {:?}", config.spawn_timeout)));
+        .unwrap_or_else(|_| {
+            Err(SpawnFailure::NotReady {
+                after: config.spawn_timeout,
+                log: String::new(),
+            })
+        });
         let ready = match ready {
             Ok(ready) => ready,
-            Err(why) => {
+            Err(failure) => {
                 let zygote = worker.exit().zygote.clone();
                 worker.reap().await;
                 inner.count_failed_spawn(&zygote);
-                return Err(fail("the child failed", &why));
+                return Err(fail(failure));
             }
         };
         match confine(&worker, ready.host_pid, forked.jail_pid).await {
@@ -411,9 +293,9 @@ impl Sandbox for ForkSandbox {
                 worker.exit().zygote.spawn_succeeded();
                 worker.ready(process, ready.versions);
             }
-            Err(why) => {
+            Err(error) => {
                 worker.reap().await;
-                return Err(fail("cannot move the child into its cgroup", &why));
+                return Err(fail(SpawnFailure::Confine(error)));
             }
         }
         Ok(worker)
@@ -432,16 +314,12 @@ impl Sandbox for ForkSandbox {
         .await
     }
 
-    fn health(&self) -> Result<(), String> {
+    fn health(&self) -> Result<(), Unready> {
         match self.inner.current.borrow().as_ref() {
             Some(zygote) if zygote.is_alive() => Ok(()),
-            _ => Err(format!(
-                "no live zygote (restarting){}",
-                lock(&self.inner.last_failure)
-                    .as_ref()
-                    .map(|e| format!("; last start failure: {e}"))
-                    .unwrap_or_default()
-            )),
+            _ => Err(Unready::NoZygote {
+                last_failure: lock(&self.inner.last_failure).clone(),
+            }),
         }
     }
 
@@ -457,40 +335,50 @@ impl Sandbox for ForkSandbox {
         inner.endings.close();
         inner.endings.wait().await;
         let cgroups = inner.cgroups.clone();
-        let _ = tokio::task::spawn_blocking(move || cgroups.close()).await;
+        let _ = tokio::task::spawn_blocking(move || cgroups.blocking_close()).await;
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Holds the child by a pidfd, proves that the pidfd is the child the
 /// zygote forked (its pid in the jail, from the pidfd's own fdinfo), and
 /// moves it into the worker's cgroup.
-async fn confine(worker: &ForkWorker, host_pid: i32, jail_pid: i32) -> Result<JobProcess, String> {
-    let process = JobProcess::open(host_pid).map_err(|e| e.to_string())?;
-    let cgroup = worker.job_cgroup().cloned().ok_or("no cgroup")?;
+async fn confine(
+    worker: &ForkWorker,
+    host_pid: i32,
+    jail_pid: i32,
+) -> Result<JobProcess, ConfineError> {
+    let process = JobProcess::open(host_pid).map_err(ConfineError::Hold)?;
+    let cgroup = worker.job_cgroup().cloned().ok_or(ConfineError::NoCgroup)?;
     let pidfd = process.raw_pidfd();
     tokio::task::spawn_blocking(move || {
         let namespaces = pidfd_namespace_pids(pidfd)?;
         if namespaces.get(1) != Some(&jail_pid) {
-            return Err(format!(
-                "the ready frame came from pid {host_pid} (NSpid {namespaces:?}), not the zygote's child {jail_pid}"
-            ));
+            return Err(ConfineError::NotTheChild {
+                host_pid,
+                namespaces,
+                jail_pid,
+            });
         }
-        cgroup.adopt(host_pid).map_err(|e| e.to_string())
+        cgroup.blocking_adopt(host_pid).map_err(ConfineError::Adopt)
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| ConfineError::Task(e.to_string()))??;
     Ok(process)
 }
 
 /// The pids of the process behind `pidfd` in each pid namespace it is in,
 /// outermost first (`NSpid:` of its fdinfo).
-fn pidfd_namespace_pids(pidfd: i32) -> Result<Vec<i32>, String> {
+fn pidfd_namespace_pids(pidfd: i32) -> Result<Vec<i32>, ConfineError> {
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{pidfd}"))
-        .map_err(|e| format!("cannot read the pidfd's fdinfo: {e}"))?;
+        .map_err(|e| ConfineError::Fdinfo(e.to_string()))?;
     let line = info
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))
-        .ok_or("the pidfd's fdinfo has no NSpid line")?;
+        .ok_or_else(|| ConfineError::Fdinfo("the pidfd's fdinfo has no NSpid line".into()))?;
     Ok(line
         .split_whitespace()
         .filter_map(|p| p.parse().ok())

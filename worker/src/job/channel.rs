@@ -1,6 +1,6 @@
 //! The server's end of one job process: its job socket (length-delimited
-//! JSON frames, [`crate::codec`]) and the capture of its stdout and stderr
-//! pipes ([`crate::capture`]). The same in both isolation modes; only who
+//! JSON frames, [`super::codec`]) and the capture of its stdout and stderr
+//! pipes ([`super::capture`]). The same in both isolation modes; only who
 //! hands the other ends to the job process differs (nsjail's `--pass_fd`, or
 //! the zygote over SCM_RIGHTS).
 //!
@@ -31,11 +31,12 @@ use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
 use tokio_util::codec::Decoder;
 
-use crate::capture::Capture;
-use crate::codec::{read_message, write_message, FrameError, JsonCodec};
-use crate::job::{Captured, FileCaps, Job, JobFailure, JobResult};
-use crate::protocol::{FromRunner, ScriptErrorKind, ToRunner, Versions};
-use crate::protocol::{MAX_FILE_NAME_BYTES, MAX_OMITTED_LISTED};
+use super::capture::Capture;
+use super::codec::{read_message, write_message, FrameError, JsonCodec};
+use super::protocol::{FromRunner, ScriptErrorKind, ToRunner, Versions};
+use super::protocol::{MAX_FILE_NAME_BYTES, MAX_OMITTED_LISTED};
+use super::{Captured, FileCaps, Job, JobFailure, JobResult};
+use crate::error::{HandshakeError, ProtocolViolation, SandboxFault};
 
 /// Room in a frame beyond the result itself (the envelope, an error's traceback).
 pub const FRAME_OVERHEAD: u64 = 1 << 20;
@@ -138,34 +139,31 @@ impl JobChannel {
     /// Waits for the ready frame and the credentials it came with.
     ///
     /// Cancel safety: safe to drop; the channel is then only fit to be closed.
-    pub async fn wait_ready(&mut self) -> Result<Ready, String> {
+    pub async fn wait_ready(&mut self) -> Result<Ready, HandshakeError> {
         let mut sender = None;
         loop {
             match self.from_runner.decode(&mut self.read_buffer) {
                 Ok(Some(FromRunner::Ready(versions))) => {
                     return match sender {
                         Some(host_pid) if host_pid > 0 => Ok(Ready { versions, host_pid }),
-                        _ => Err("the ready frame came without the sender's credentials".into()),
+                        _ => Err(HandshakeError::NoCredentials),
                     }
                 }
                 Ok(Some(FromRunner::Error(error))) => {
-                    return Err(format!(
-                        "the job process failed to start: {}",
-                        error.message
-                    ))
+                    return Err(HandshakeError::RunnerFailed(error.message))
                 }
                 Ok(Some(FromRunner::Result { .. })) => {
-                    return Err("the job process sent a result before it was ready".into())
+                    return Err(HandshakeError::ResultBeforeReady)
                 }
                 Ok(None) => {}
-                Err(e) => return Err(format!("the ready frame was unreadable: {e}")),
+                Err(e) => return Err(HandshakeError::Unreadable(e)),
             }
             let (read, credentials) = self
                 .receive_with_credentials()
                 .await
-                .map_err(|e| format!("the job socket failed before the process was ready: {e}"))?;
+                .map_err(HandshakeError::Socket)?;
             if read == 0 {
-                return Err("the job process ended before it was ready".into());
+                return Err(HandshakeError::Closed);
             }
             if sender.is_none() {
                 sender = credentials.map(|c| c.pid());
@@ -202,17 +200,9 @@ impl JobChannel {
     ///
     /// Cancel safety: safe to drop; the channel is then only fit to be closed.
     pub async fn run(&mut self, job: &Job) -> Result<JobResult, RunError> {
-        let message = ToRunner::Job {
-            script: job.script.clone(),
-            input: job.input.clone(),
-            max_result_bytes: job.max_result_bytes,
-            max_files: job.file_caps.max_files,
-            max_files_bytes: job.file_caps.max_bytes,
-        };
+        let message = ToRunner::of(job);
         if let Err(e) = write_message(&mut self.socket, &mut self.to_runner, &message).await {
-            return Err(RunError::Failed(JobFailure::Sandbox(format!(
-                "the job process took no job: {e}"
-            ))));
+            return Err(RunError::Failed(JobFailure::Sandbox(SandboxFault::Send(e))));
         }
         let answer = read_message(
             &mut self.socket,
@@ -222,20 +212,20 @@ impl JobChannel {
         .await;
         match answer {
             Ok(FromRunner::Result { result, files }) => Ok(JobResult { result, files }),
-            Ok(FromRunner::Error(error)) if error.kind == ScriptErrorKind::Internal => {
-                Err(RunError::Failed(JobFailure::Sandbox(format!(
-                    "the runner failed: {}",
-                    error.message
-                ))))
-            }
+            Ok(FromRunner::Error(error)) if error.kind == ScriptErrorKind::Internal => Err(
+                RunError::Failed(JobFailure::Sandbox(SandboxFault::Runner(error.message))),
+            ),
             Ok(FromRunner::Error(error)) => Err(RunError::Failed(JobFailure::Script(error))),
             Ok(FromRunner::Ready(_)) => Err(RunError::Failed(JobFailure::Protocol(
-                "the job process sent a second ready message".into(),
+                ProtocolViolation::SecondReady,
             ))),
             Err(FrameError::Closed) | Err(FrameError::Io(_)) => Err(RunError::Ended),
-            Err(e @ (FrameError::TooLarge { .. } | FrameError::Malformed(_))) => {
-                Err(RunError::Failed(JobFailure::Protocol(e.to_string())))
-            }
+            Err(FrameError::TooLarge { limit }) => Err(RunError::Failed(JobFailure::Protocol(
+                ProtocolViolation::FrameTooLarge { limit },
+            ))),
+            Err(FrameError::Malformed(why)) => Err(RunError::Failed(JobFailure::Protocol(
+                ProtocolViolation::Malformed(why),
+            ))),
         }
     }
 
@@ -330,7 +320,7 @@ mod tests {
         let (mut channel, ends) = JobChannel::new(1 << 20, 1024).unwrap();
         drop(ends);
         let error = channel.wait_ready().await.unwrap_err();
-        assert!(error.contains("ended before it was ready"), "{error}");
+        assert!(matches!(error, HandshakeError::Closed), "{error:?}");
     }
 
     #[tokio::test]
@@ -343,7 +333,10 @@ mod tests {
             ))
             .unwrap();
         let error = channel.wait_ready().await.unwrap_err();
-        assert!(error.contains("no sandbox"), "{error}");
+        assert!(
+            matches!(&error, HandshakeError::RunnerFailed(why) if why == "no sandbox"),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
@@ -359,7 +352,9 @@ mod tests {
         theirs.write_all(&u32::MAX.to_be_bytes()).unwrap();
         let job = Job::new("x", limits(), 100);
         match channel.run(&job).await {
-            Err(RunError::Failed(JobFailure::Protocol(why))) => assert!(why.contains("larger")),
+            Err(RunError::Failed(JobFailure::Protocol(ProtocolViolation::FrameTooLarge {
+                limit,
+            }))) => assert_eq!(limit, 100),
             other => panic!("{other:?}"),
         }
     }
