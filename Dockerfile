@@ -2,7 +2,7 @@
 #
 # Build (Cloud Build uses the pinned defaults below):
 #   docker build -t pyexec .
-# Run (the least privilege the sandbox needs inside a container; see README):
+# Run (the least privilege the sandbox needs inside a container; see docs/operations.md):
 #   docker run --rm -p 8080:8080 --cap-add SYS_ADMIN \
 #     --security-opt seccomp=unconfined --cgroupns private pyexec
 #

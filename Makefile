@@ -44,7 +44,7 @@ test-jail:
 	bash scripts/probe-jail.sh
 
 # A live server fuzzed by Schemathesis against openapi.json, then scraped by a
-# throwaway Prometheus that evaluates the README's and the dashboard's queries.
+# throwaway Prometheus that evaluates docs/operations.md's and the dashboard's queries.
 test-api:
 	bash scripts/schemathesis.sh
 	python3 scripts/prometheus_check.py

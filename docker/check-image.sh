@@ -19,7 +19,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 IMAGE=${1:-${IMAGE:-pyexec:test}}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STOP_TIMEOUT:-10}
-# The least privilege the sandbox needs inside Docker (README, "Docker"):
+# The least privilege the sandbox needs inside Docker (docs/operations.md, "Docker"):
 RUN_FLAGS=(--cap-add SYS_ADMIN --security-opt seccomp=unconfined --cgroupns private)
 SERVER_ENV=(${SERVER_ENV:-})
 

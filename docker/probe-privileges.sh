@@ -2,7 +2,7 @@
 # Tries docker-run privilege combinations on an image that has nsjail at
 # /opt/pyexec/bin/nsjail and prints what each allows (docker/probe-inside.sh):
 # nsjail with all namespaces, and a writable cgroup subtree. The evidence
-# behind the run flags documented in the README.
+# behind the run flags documented in docs/operations.md.
 #   docker/probe-privileges.sh [IMAGE]      (default pyexec:test, built by docker/test-image.sh)
 set -uo pipefail
 image=${1:-pyexec:test}

@@ -8,7 +8,7 @@ scrapes it every second; lints the exposition with `promtool check
 metrics`; runs a short mixed load (successes, script errors, timeouts,
 inputs, tighter limits, output files, refused requests, a burst past the
 queue); then evaluates through Prometheus's HTTP API every PromQL query
-printed in the README and every query of server/grafana-dashboard.json.
+printed in docs/operations.md and every query of server/grafana-dashboard.json.
 Each must return a non-empty result whose every value is finite. Exits
 non-zero, naming the query, if one does not.
 
@@ -72,10 +72,13 @@ def wait_for(url, seconds, process, what):
 # ------------------------------------------------------------------ queries
 
 
-def readme_queries():
-    """Every query of the README's ```promql blocks; an indented line
+DOC_QUERIES = os.path.join("docs", "operations.md")
+
+
+def doc_queries():
+    """Every query of the ```promql blocks of DOC_QUERIES; an indented line
     continues the query above it, # lines are comments."""
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    text = open(os.path.join(ROOT, DOC_QUERIES), encoding="utf-8").read()
     queries = []
     for block in re.findall(r"```promql\n(.*?)```", text, re.S):
         for line in block.splitlines():
@@ -192,6 +195,8 @@ def mixed_load(base, seconds):
 
 
 def main():
+    if not doc_queries():
+        sys.exit(f"prometheus-check: no ```promql query found in {DOC_QUERIES}")
     binary = os.environ.get("PYEXEC_BIN")
     if not binary:
         subprocess.run(["cargo", "build", "--locked", "--quiet", "-p", "pyexec-server",
@@ -245,7 +250,7 @@ def main():
         time.sleep(3)  # the last scrapes
 
         failures = 0
-        queries = [("README", q) for q in readme_queries()] + \
+        queries = [(DOC_QUERIES, q) for q in doc_queries()] + \
                   [("dashboard", q) for q in dashboard_queries()]
         for source, query in queries:
             problems = problems_of(prometheus_url, query)
@@ -253,7 +258,7 @@ def main():
                 failures += 1
                 print(f"prometheus-check: FAIL ({source}) {query}\n    {'; '.join(problems)}")
         print(f"prometheus-check: {len(queries) - failures} passed, {failures} failed "
-              f"({len(readme_queries())} README queries, {len(dashboard_queries())} dashboard queries)")
+              f"({len(doc_queries())} {DOC_QUERIES} queries, {len(dashboard_queries())} dashboard queries)")
         return 1 if failures else 0
     finally:
         for process in reversed(started):

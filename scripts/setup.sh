@@ -29,7 +29,7 @@ fi
 #    API the way the original service's clients do); procps (pgrep) for the tests
 #    that look for leftovers.
 #    prometheus: scripts/prometheus_check.py scrapes a live server with it and
-#    evaluates the README's and the dashboard's queries; promtool lints /metrics.
+#    evaluates docs/operations.md's and the dashboard's queries; promtool lints /metrics.
 debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus)
 missing=()
 for p in "${debs[@]}"; do

@@ -2,12 +2,13 @@
 //!
 //! Each variable is one [`Var`] below, carrying its name, its default, its
 //! meaning and its parser. `pyexec --help` prints [`VARIABLES`] as the
-//! README's Markdown table (a test compares the two), and [`Config::from_env`]
-//! reads every value through the same entries: a default is written once, so
-//! the help, the README and the behaviour can't drift apart. An empty value
-//! counts as unset. A bad value, or values that contradict each other, is a
-//! [`ConfigError`] naming the variables; `main` prints it and exits 64
-//! (EX_USAGE) rather than failing request by request later.
+//! Markdown table of docs/configuration.md (a test compares the two), and
+//! [`Config::from_env`] reads every value through the same entries: a default
+//! is written once, so the help, the docs and the behaviour can't drift
+//! apart. An empty value counts as unset. A bad value, or values that
+//! contradict each other, is a [`ConfigError`] naming the variables; `main`
+//! prints it and exits 64 (EX_USAGE) rather than failing request by request
+//! later.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -456,7 +457,7 @@ pub static GCP_PROJECT: Var<Option<String>> = Var {
     parse: |s| Ok(Some(s.to_string())),
 };
 
-/// Every variable, in the order of the README table.
+/// Every variable, in the order of docs/configuration.md's table.
 pub static VARIABLES: &[&dyn Row] = &[
     &PORT,
     &MAX_CONNECTIONS,
@@ -494,7 +495,7 @@ pub static VARIABLES: &[&dyn Row] = &[
     &GCP_PROJECT,
 ];
 
-/// `VARIABLES` as a Markdown table, for the README.
+/// `VARIABLES` as a Markdown table, for `--help` and docs/configuration.md.
 pub fn markdown_table() -> String {
     let mut table = String::from("| variable | default | meaning |\n|---|---|---|\n");
     for var in VARIABLES {

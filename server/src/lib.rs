@@ -2,7 +2,7 @@
 //! nsjail-jailed workers (the `pyexec-worker` crate) and answers over HTTP.
 //!
 //! ```text
-//!  main ─▶ startup: Config::from_env → logging → NsjailSandbox + self-check
+//!  main ─▶ startup: Config::from_env → logging → Spawn/ForkSandbox + self-check
 //!                   → AppState::start (Pool + PoolEvents) → bind → run
 //!
 //!  run: accept loop (≤ max_connections) ──▶ one task per connection (hyper http1)
@@ -17,7 +17,7 @@
 //!                          → pool.shutdown (bounded: grace + 1 s in all)
 //! ```
 //!
-//! - [`config`]: the environment variables, read once; the README table.
+//! - [`config`]: the environment variables, read once; docs/configuration.md's table.
 //! - [`startup`]: the start-up sequence of the real server.
 //! - [`state`]: what the handlers share ([`AppState`]).
 //! - [`http`]: routing, handlers, and [`http::error::ApiError`] (the status table).

@@ -57,38 +57,54 @@ fn table_after<'a>(text: &'a str, header: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// `--help` prints the variables from the parser's own table; the README's
-/// Configuration table must be exactly that, row by row.
+/// `--help` prints the variables from the parser's own table;
+/// docs/configuration.md's table must be exactly that, row by row, and the
+/// README's short table a selection of those rows, in the same order.
 #[test]
-fn the_readme_lists_the_variables_as_help_prints_them() {
+fn the_docs_list_the_variables_as_help_prints_them() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_pyexec"))
         .arg("--help")
         .output()
         .expect("run pyexec");
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
     let header = "| variable | default | meaning |";
     let from_help = table_after(&help, header);
     assert!(from_help.len() > 20, "no variable table in --help:\n{help}");
     assert!(from_help
         .iter()
         .any(|l| l.starts_with("| `PYEXEC_POOL_SIZE` |")));
-    let in_readme = table_after(&readme, header);
-    for (row, (readme_row, help_row)) in in_readme.iter().zip(&from_help).enumerate() {
+
+    let doc = std::fs::read_to_string(common::repo_root().join("docs/configuration.md")).unwrap();
+    let in_doc = table_after(&doc, header);
+    for (row, (doc_row, help_row)) in in_doc.iter().zip(&from_help).enumerate() {
         assert_eq!(
-            readme_row, help_row,
-            "README table row {row} differs from --help"
+            doc_row, help_row,
+            "docs/configuration.md table row {row} differs from --help"
         );
     }
     assert_eq!(
-        in_readme.len(),
+        in_doc.len(),
         from_help.len(),
-        "the README table has {} rows, --help {}:\n{}",
-        in_readme.len(),
+        "docs/configuration.md has {} table rows, --help {}:\n{}",
+        in_doc.len(),
         from_help.len(),
         from_help.join("\n")
     );
+
+    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+    let in_readme = table_after(&readme, header);
+    assert!(
+        in_readme.len() > 2,
+        "no variable table in the README under {header}"
+    );
+    let mut rest = from_help.iter();
+    for readme_row in &in_readme {
+        assert!(
+            rest.any(|help_row| help_row == readme_row),
+            "README table row {readme_row:?} is not a row of --help, or is out of its order"
+        );
+    }
 }
 
 /// A copy of the repository's jail policy with one wall broken by `edit`.

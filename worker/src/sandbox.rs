@@ -32,8 +32,8 @@ pub trait Sandbox: Send + Sync + 'static {
     fn spawn(&self, id: u64) -> impl Future<Output = Result<Self::Worker, SpawnError>> + Send;
 
     /// Proves, with a canary job from inside and the cgroup from outside,
-    /// that a worker confines a script as the README says. The server never
-    /// serves on a sandbox whose check failed.
+    /// that a worker confines a script as docs/security.md says. The server
+    /// never serves on a sandbox whose check failed.
     fn self_check(&self) -> impl Future<Output = Result<SelfCheckReport, SetupError>> + Send;
 
     /// Whether new workers can be made right now, else why not (fork mode:

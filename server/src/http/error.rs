@@ -39,7 +39,7 @@ const INTERNAL_MESSAGE: &str =
     "the service failed to run the script; this is not the script's fault, please retry";
 
 impl ApiError {
-    /// The status-code table of the API (README "Errors").
+    /// The status-code table of the API (README "Status codes").
     pub fn status(&self) -> StatusCode {
         match self.kind {
             Kind::InvalidRequest => StatusCode::BAD_REQUEST,
