@@ -44,5 +44,5 @@ pub use job::{Captured, FileCaps, Job, JobFailure, JobLimits, JobReport, JobResu
 pub use modes::fork::{ForkSandbox, NoZygoteObserver, Recycling, ZygoteObserver};
 pub use modes::spawn::SpawnSandbox;
 pub use observer::{NoObserver, PoolObserver};
-pub use pool::{CheckoutError, Lease, Pool, PoolConfig, PoolStatus};
+pub use pool::{Caller, CheckoutError, Lease, Pool, PoolConfig, PoolStatus};
 pub use sandbox::{Sandbox, SelfCheckReport, Worker};

@@ -96,7 +96,7 @@ async fn execute<S: Sandbox>(
     let asked = Instant::now();
     let lease = state
         .pool
-        .checkout()
+        .checkout(pyexec_worker::Caller::ANONYMOUS)
         .await
         .map_err(ApiError::from_checkout)?;
     let queue_wait = asked.elapsed();

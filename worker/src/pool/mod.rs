@@ -1,5 +1,6 @@
 //! The warm pool: keeps `size` workers ready, hands each to exactly one
-//! request through a FIFO queue, and replaces it at once.
+//! request through a queue fair between callers ([`queue`]), and replaces
+//! it at once.
 //!
 //! ```text
 //!  replenish ──spawn (≤ max_parallel_spawns at once)──▶ ready ──▶ idle queue
@@ -30,6 +31,7 @@
 //! sandbox's spawn is cancel-safe, so whatever it had started is killed.
 
 mod lease;
+mod queue;
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -42,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use lease::Lease;
+pub use queue::Caller;
+use queue::{Admission, FairQueue};
 
 use crate::observer::PoolObserver;
 use crate::sandbox::{Sandbox, Worker};
@@ -128,9 +132,21 @@ struct Inner<S: Sandbox> {
 /// How often idle workers are checked for life.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A request waiting for a worker.
+struct Waiter<S: Sandbox> {
+    caller: Caller,
+    reply: oneshot::Sender<Result<Lease<S>, CheckoutError>>,
+}
+
+impl<S: Sandbox> Waiter<S> {
+    fn is_waiting(&self) -> bool {
+        !self.reply.is_closed()
+    }
+}
+
 struct State<S: Sandbox> {
     idle: VecDeque<S::Worker>,
-    waiters: VecDeque<oneshot::Sender<Lease<S>>>,
+    waiters: FairQueue<Waiter<S>>,
     spawning: usize,
     /// Leases out. Changed only under the lock, by `lease`, `unlease` and a
     /// lease's drop, which never runs while the lock is held.
@@ -152,7 +168,7 @@ impl<S: Sandbox> State<S> {
     }
 
     fn waiting(&self) -> usize {
-        self.waiters.iter().filter(|w| !w.is_closed()).count()
+        self.waiters.iter().filter(|w| w.is_waiting()).count()
     }
 
     /// Pops idle workers until a live one; the dead ones go to `dead`.
@@ -179,7 +195,7 @@ impl<S: Sandbox> Pool<S> {
                 observer,
                 state: Mutex::new(State {
                     idle: VecDeque::new(),
-                    waiters: VecDeque::new(),
+                    waiters: FairQueue::default(),
                     spawning: 0,
                     busy: 0,
                     spawn_failures_in_a_row: 0,
@@ -206,15 +222,18 @@ impl<S: Sandbox> Pool<S> {
         &self.inner.sandbox
     }
 
-    /// Takes a ready worker, waiting in FIFO order behind earlier requests.
+    /// Takes a ready worker for `caller`, waiting behind earlier requests:
+    /// in turn with other callers' requests, in order with its own.
     ///
-    /// Errors: [`CheckoutError::QueueFull`] at once when `queue_max` requests
-    /// already wait; [`CheckoutError::QueueTimeout`] after `queue_timeout`;
+    /// Errors: [`CheckoutError::QueueFull`] when `queue_max` requests already
+    /// wait and `caller` holds the most of them (at once), or when a lighter
+    /// caller's request needed this one's place (later);
+    /// [`CheckoutError::QueueTimeout`] after `queue_timeout`;
     /// [`CheckoutError::ShuttingDown`].
     ///
     /// Cancel safety: safe to drop. A worker that was handed to a dropped
     /// request is stopped, never lost.
-    pub async fn checkout(&self) -> Result<Lease<S>, CheckoutError> {
+    pub async fn checkout(&self, caller: Caller) -> Result<Lease<S>, CheckoutError> {
         let asked = Instant::now();
         let mut dead = Vec::new();
         let queued = {
@@ -222,19 +241,28 @@ impl<S: Sandbox> Pool<S> {
             if state.closed {
                 return Err(CheckoutError::ShuttingDown);
             }
-            // Only when nobody waits ahead: the queue is first come, first served.
+            // Only when nobody waits ahead: whoever waits is served first.
             let may_run = state.busy < self.inner.config.max_jobs && state.waiting() == 0;
             match may_run.then(|| state.pop_alive(&mut dead)).flatten() {
                 Some(worker) => Err(state.lease(worker, &self.inner)),
                 None => {
-                    state.waiters.retain(|w| !w.is_closed());
-                    if state.waiters.len() >= self.inner.config.queue_max {
-                        drop(state);
-                        discard_all(&self.inner, dead);
-                        return Err(CheckoutError::QueueFull);
+                    state.waiters.retain(Waiter::is_waiting);
+                    let (reply, receiver) = oneshot::channel();
+                    let waiter = Waiter { caller, reply };
+                    match state
+                        .waiters
+                        .admit(caller, waiter, self.inner.config.queue_max)
+                    {
+                        Admission::Queued => {}
+                        Admission::Displaced(shed) => {
+                            let _ = shed.reply.send(Err(CheckoutError::QueueFull));
+                        }
+                        Admission::Refused(_) => {
+                            drop(state);
+                            discard_all(&self.inner, dead);
+                            return Err(CheckoutError::QueueFull);
+                        }
                     }
-                    let (sender, receiver) = oneshot::channel();
-                    state.waiters.push_back(sender);
                     Ok(receiver)
                 }
             }
@@ -251,18 +279,20 @@ impl<S: Sandbox> Pool<S> {
 
         let lease = match tokio::time::timeout(self.inner.config.queue_timeout, &mut receiver).await
         {
-            Ok(Ok(lease)) => Ok(lease),
+            Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(CheckoutError::ShuttingDown),
             Err(_) => {
                 // A worker may have been handed over just as the wait ran out.
                 receiver.close();
-                receiver.try_recv().map_err(|_| CheckoutError::QueueTimeout)
+                receiver
+                    .try_recv()
+                    .unwrap_or(Err(CheckoutError::QueueTimeout))
             }
         };
         if lease.is_ok() {
             self.inner.observe(|o| o.checked_out(asked.elapsed()));
         } else {
-            self.inner.lock().waiters.retain(|w| !w.is_closed());
+            self.inner.lock().waiters.retain(Waiter::is_waiting);
         }
         lease
     }
@@ -437,25 +467,25 @@ fn hand_over<S: Sandbox>(inner: &Arc<Inner<S>>, worker: S::Worker) {
     discard_all(inner, dead);
 }
 
-/// Gives idle workers to waiting requests, oldest first on both sides, while
-/// fewer than `max_jobs` leases are out. Called with the lock held, whenever
-/// a worker becomes ready or a lease ends. Returns the idle workers found
-/// dead, to be discarded once the lock is released.
+/// Gives idle workers to waiting requests (the oldest worker to the request
+/// whose turn it is), while fewer than `max_jobs` leases are out. Called with
+/// the lock held, whenever a worker becomes ready or a lease ends. Returns
+/// the idle workers found dead, to be discarded once the lock is released.
 fn dispatch<S: Sandbox>(inner: &Arc<Inner<S>>, state: &mut State<S>) -> Vec<S::Worker> {
     let mut dead = Vec::new();
     while state.busy < inner.config.max_jobs {
-        let Some(waiter) = state.waiters.pop_front() else {
+        let Some(waiter) = state.waiters.pop() else {
             break;
         };
-        if waiter.is_closed() {
+        if !waiter.is_waiting() {
             continue;
         }
         let Some(worker) = state.pop_alive(&mut dead) else {
-            state.waiters.push_front(waiter);
+            state.waiters.unpop(waiter.caller, waiter);
             break;
         };
         let lease = state.lease(worker, inner);
-        if let Err(returned) = waiter.send(lease) {
+        if let Err(Ok(returned)) = waiter.reply.send(Ok(lease)) {
             // That request gave up just now; the worker waits for the next.
             let worker = state.unlease(returned);
             state.idle.push_front(worker);

@@ -70,7 +70,12 @@ async fn each_worker_runs_one_job_and_is_replaced() {
 
     // The fake panics if one of its workers is given a second job.
     for _ in 0..5 {
-        let report = pool.checkout().await.unwrap().run(&job()).await;
+        let report = pool
+            .checkout(Caller::ANONYMOUS)
+            .await
+            .unwrap()
+            .run(&job())
+            .await;
         let result: serde_json::Value =
             serde_json::from_str(report.outcome.unwrap().result.get()).unwrap();
         assert_eq!(result["worker"], report.worker_id);
@@ -115,7 +120,7 @@ async fn a_hanging_job_times_out_and_its_worker_is_reaped() {
     let mut config = config(1);
     config.job_timeout = Duration::from_secs(2);
     let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
-    let lease = pool.checkout().await.unwrap();
+    let lease = pool.checkout(Caller::ANONYMOUS).await.unwrap();
     let started = tokio::time::Instant::now();
     let report = lease.run(&hanging_job()).await;
     assert!(matches!(report.outcome, Err(JobFailure::Timeout)));
@@ -137,7 +142,7 @@ async fn a_job_runs_under_its_own_timeout_capped_by_the_pools() {
     let (sandbox, _) = sandbox();
     let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
     for (asked, applied) in [(500, 500), (60_000, 10_000)] {
-        let lease = pool.checkout().await.unwrap();
+        let lease = pool.checkout(Caller::ANONYMOUS).await.unwrap();
         let started = tokio::time::Instant::now();
         let report = lease
             .run(&job_with("sleep", Duration::from_millis(asked)))
@@ -154,7 +159,12 @@ async fn a_crash_mid_job_is_reported_and_the_worker_replaced() {
     let (sandbox, ledger) = sandbox();
     let pool = Pool::start(sandbox, config(1), Arc::new(NoObserver));
     let crash = job_with("exited", Duration::from_secs(10));
-    let report = pool.checkout().await.unwrap().run(&crash).await;
+    let report = pool
+        .checkout(Caller::ANONYMOUS)
+        .await
+        .unwrap()
+        .run(&crash)
+        .await;
     assert!(matches!(report.outcome, Err(JobFailure::Exited { .. })));
     settle().await;
     assert_eq!(ledger.alive(), 1);
@@ -165,7 +175,7 @@ async fn a_crash_mid_job_is_reported_and_the_worker_replaced() {
 async fn a_cancelled_request_stops_and_reaps_its_worker() {
     let (sandbox, ledger) = sandbox();
     let pool = Pool::start(sandbox, config(1), Arc::new(NoObserver));
-    let lease = pool.checkout().await.unwrap();
+    let lease = pool.checkout(Caller::ANONYMOUS).await.unwrap();
     let request = tokio::spawn(async move { lease.run(&hanging_job()).await });
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(pool.status().busy, 1);
@@ -192,7 +202,7 @@ async fn waiters_are_served_in_order_and_the_queue_is_bounded() {
     for n in 0..2 {
         let (pool, order) = (pool.clone(), order.clone());
         waiters.push(tokio::spawn(async move {
-            let lease = pool.checkout().await.unwrap();
+            let lease = pool.checkout(Caller::ANONYMOUS).await.unwrap();
             order.lock().unwrap().push(n);
             lease.run(&job()).await
         }));
@@ -200,7 +210,10 @@ async fn waiters_are_served_in_order_and_the_queue_is_bounded() {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(pool.status().waiting, 2);
-    assert_eq!(pool.checkout().await.err(), Some(CheckoutError::QueueFull));
+    assert_eq!(
+        pool.checkout(Caller::ANONYMOUS).await.err(),
+        Some(CheckoutError::QueueFull)
+    );
     for w in waiters {
         w.await.unwrap().outcome.unwrap();
     }
@@ -215,7 +228,7 @@ async fn a_wait_longer_than_the_queue_timeout_is_refused() {
     config.queue_timeout = Duration::from_secs(1);
     let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
     assert_eq!(
-        pool.checkout().await.err(),
+        pool.checkout(Caller::ANONYMOUS).await.err(),
         Some(CheckoutError::QueueTimeout)
     );
     assert_eq!(pool.status().waiting, 0);
@@ -236,7 +249,7 @@ async fn size_zero_spawns_one_worker_per_request() {
     settle().await;
     assert_eq!(count(&ledger.spawned), 0, "nothing is kept warm");
     for _ in 0..3 {
-        pool.checkout()
+        pool.checkout(Caller::ANONYMOUS)
             .await
             .unwrap()
             .run(&job())
@@ -255,11 +268,11 @@ async fn shutdown_fails_waiters_and_reaps_every_worker() {
     sandbox.spawn_delay = Duration::from_secs(1);
     let pool = Pool::start(sandbox, config(2), Arc::new(NoObserver));
     settle().await;
-    let lease = pool.checkout().await.unwrap();
-    let _other = pool.checkout().await.unwrap();
+    let lease = pool.checkout(Caller::ANONYMOUS).await.unwrap();
+    let _other = pool.checkout(Caller::ANONYMOUS).await.unwrap();
     let waiter = {
         let pool = pool.clone();
-        tokio::spawn(async move { pool.checkout().await.err() })
+        tokio::spawn(async move { pool.checkout(Caller::ANONYMOUS).await.err() })
     };
     tokio::time::sleep(Duration::from_millis(1)).await;
     drop(lease);
@@ -267,7 +280,7 @@ async fn shutdown_fails_waiters_and_reaps_every_worker() {
     pool.shutdown().await;
     assert_eq!(waiter.await.unwrap(), Some(CheckoutError::ShuttingDown));
     assert_eq!(
-        pool.checkout().await.err(),
+        pool.checkout(Caller::ANONYMOUS).await.err(),
         Some(CheckoutError::ShuttingDown)
     );
     assert_eq!(
@@ -302,7 +315,12 @@ async fn a_panicking_spawn_and_a_panicking_observer_leave_no_phantom_slot() {
     );
     assert_eq!(count(&ledger.spawned), 3);
     // Checkout's observer panics too; the lease still works.
-    let report = pool.checkout().await.unwrap().run(&job()).await;
+    let report = pool
+        .checkout(Caller::ANONYMOUS)
+        .await
+        .unwrap()
+        .run(&job())
+        .await;
     assert!(report.outcome.is_ok());
     settle().await;
     assert_eq!(pool.status().ready, 2);
@@ -343,7 +361,7 @@ async fn checkout_skips_an_idle_worker_that_died() {
     let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
     settle().await;
     ledger.dead_below.store(2, Ordering::SeqCst);
-    let id = pool.checkout().await.unwrap().worker_id();
+    let id = pool.checkout(Caller::ANONYMOUS).await.unwrap().worker_id();
     assert_eq!(id, 2, "the dead worker 1 was not handed out");
 }
 
@@ -358,7 +376,13 @@ async fn no_more_than_max_jobs_run_at_once_even_with_idle_workers() {
     let running: Vec<_> = (0..3)
         .map(|_| {
             let pool = pool.clone();
-            tokio::spawn(async move { pool.checkout().await.unwrap().run(&hanging_job()).await })
+            tokio::spawn(async move {
+                pool.checkout(Caller::ANONYMOUS)
+                    .await
+                    .unwrap()
+                    .run(&hanging_job())
+                    .await
+            })
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -373,4 +397,61 @@ async fn no_more_than_max_jobs_run_at_once_even_with_idle_workers() {
         ));
     }
     assert_eq!(count(&ledger.jobs), 3);
+}
+
+/// With one worker at a time, a caller with many requests queued and a
+/// caller with one: the lone request is served after at most one of the
+/// other's, not after all of them; and when the queue is full, the heavy
+/// caller's newest request makes room for the light caller's.
+#[tokio::test(start_paused = true)]
+async fn callers_are_served_in_turn_and_the_heaviest_is_shed_first() {
+    let (sandbox, _ledger) = sandbox();
+    let mut config = config(1);
+    config.max_jobs = 1;
+    config.queue_max = 6;
+    config.queue_timeout = Duration::from_secs(600);
+    let pool = Pool::start(sandbox, config, Arc::new(NoObserver));
+    settle().await;
+    let heavy = Caller { id: 1, weight: 1 };
+    let light = Caller { id: 2, weight: 1 };
+    // Holds the only job slot until released, so everything else queues.
+    let holder = pool.checkout(heavy).await.unwrap();
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let mut requests = Vec::new();
+    let mut queue = |caller: Caller, name: String| {
+        let (pool, served) = (pool.clone(), served.clone());
+        requests.push(tokio::spawn(async move {
+            let lease = pool.checkout(caller).await;
+            if let Ok(lease) = lease {
+                served.lock().unwrap().push(name.clone());
+                lease.run(&job()).await;
+                Ok(name)
+            } else {
+                Err((name, lease.err().unwrap()))
+            }
+        }));
+    };
+    for n in 0..5 {
+        queue(heavy, format!("heavy {n}"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    queue(light, "light 0".into());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(pool.status().waiting, 6);
+    // Full: the light caller's second request displaces heavy's newest.
+    queue(light, "light 1".into());
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(holder);
+    let mut refused = Vec::new();
+    for request in requests {
+        if let Err((name, error)) = request.await.unwrap() {
+            assert_eq!(error, CheckoutError::QueueFull);
+            refused.push(name);
+        }
+    }
+    assert_eq!(refused, ["heavy 4"]);
+    assert_eq!(
+        *served.lock().unwrap(),
+        ["heavy 0", "light 0", "heavy 1", "light 1", "heavy 2", "heavy 3"]
+    );
 }
