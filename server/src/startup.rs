@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pyexec_worker::ForkSandbox;
-use pyexec_worker::Sandbox;
-use pyexec_worker::SpawnSandbox;
+use pyexec_worker::{ForkSandbox, Sandbox, SpawnSandbox, ZygoteLoad};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Isolation};
@@ -30,9 +28,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         Isolation::Fork => {
             let events = Arc::new(ZygoteEvents::new(metrics.clone()));
-            let sandbox = ForkSandbox::start(config.nsjail_config(), config.recycling(), events)
-                .await
-                .context(cannot)?;
+            let pool = config.pool_config();
+            let load = ZygoteLoad {
+                pool_size: pool.size,
+                max_jobs: pool.max_jobs,
+                parallel_spawns: pool.max_parallel_spawns,
+            };
+            let sandbox =
+                ForkSandbox::start(config.nsjail_config(), config.recycling(), load, events)
+                    .await
+                    .context(cannot)?;
             serve_on(config, sandbox, metrics).await
         }
     }

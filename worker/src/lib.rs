@@ -41,7 +41,9 @@ pub use jail::{CgroupMode, NsjailConfig, SandboxLimits};
 pub use job::channel::max_answer_frame;
 pub use job::protocol::{OutputFile, OutputFiles, ScriptError, ScriptErrorKind, Versions};
 pub use job::{Captured, FileCaps, Job, JobFailure, JobLimits, JobReport, JobResult, Usage};
-pub use modes::fork::{ForkSandbox, NoZygoteObserver, Recycling, ZygoteObserver};
+pub use modes::fork::{
+    ForkSandbox, NoZygoteObserver, Recycling, ZygoteLoad, ZygoteObserver, ZygoteRoom,
+};
 pub use modes::spawn::SpawnSandbox;
 pub use observer::{NoObserver, PoolObserver};
 pub use pool::{Caller, CheckoutError, Lease, Pool, PoolConfig, PoolStatus};

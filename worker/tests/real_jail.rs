@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pyexec_worker::{
     FileCaps, ForkSandbox, Job, JobFailure, JobLimits, JobResult, NoZygoteObserver, NsjailConfig,
-    Recycling, Sandbox, SandboxLimits, ScriptErrorKind, SpawnSandbox, Usage, Worker,
+    Recycling, Sandbox, SandboxLimits, ScriptErrorKind, SpawnSandbox, Usage, Worker, ZygoteLoad,
 };
 
 fn repo() -> PathBuf {
@@ -114,6 +114,11 @@ macro_rules! both_modes {
                     Recycling {
                         max_forks: 1000,
                         max_age: Duration::from_secs(600),
+                    },
+                    ZygoteLoad {
+                        pool_size: 4,
+                        max_jobs: 4,
+                        parallel_spawns: 2,
                     },
                     Arc::new(NoZygoteObserver),
                 )

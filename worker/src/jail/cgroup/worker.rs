@@ -105,6 +105,7 @@ impl JobCgroup {
     }
 
     /// The cgroup's directories (v1: one per controller; v2: one).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

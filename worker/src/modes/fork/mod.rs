@@ -60,6 +60,63 @@ pub struct Recycling {
     pub max_age: Duration,
 }
 
+/// How many children a zygote may have at once, from the pool's sizing: its
+/// cgroup is sized for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZygoteLoad {
+    /// Workers the pool keeps warm.
+    pub pool_size: usize,
+    /// Jobs running at once.
+    pub max_jobs: usize,
+    /// Spawns in flight at once: children between their fork and their
+    /// move into their own cgroup.
+    pub parallel_spawns: usize,
+}
+
+/// The limits of a zygote's own cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZygoteRoom {
+    pub memory_bytes: u64,
+    pub max_tasks: u32,
+}
+
+/// The zygote's own interpreter with its imports, and room to spare.
+const ZYGOTE_OWN_BYTES: u64 = 512 << 20;
+/// What a child charges to the zygote's cgroup before it moves into its own
+/// (its copy-on-write faults while it seals itself, measured at ~2.6 MB),
+/// with room to spare. Those charges stay there as long as the child lives.
+const CHILD_CHARGE_BYTES: u64 = 8 << 20;
+/// The zygote, nsjail and their threads.
+const ZYGOTE_OWN_TASKS: u32 = 32;
+/// A child between fork and adoption: itself, and a thread or two while it
+/// seals itself.
+const TASKS_PER_FORK_IN_FLIGHT: u32 = 4;
+
+impl ZygoteLoad {
+    /// The zygote's cgroup limits:
+    ///
+    /// - memory = max(1 GiB, 2 × a job's memory, 512 MiB + 8 MiB × (pool
+    ///   size + jobs at once + spawns in flight)): every child it forked and
+    ///   that still lives (warm, running or being made) keeps its pre-move
+    ///   charges here;
+    /// - tasks = max(256, 32 + 4 × spawns in flight): only children not yet
+    ///   moved out count here.
+    pub fn room(&self, job_memory_bytes: u64) -> ZygoteRoom {
+        let children = (self.pool_size + self.max_jobs + self.parallel_spawns) as u64;
+        let memory_bytes = (1u64 << 30)
+            .max(job_memory_bytes.saturating_mul(2))
+            .max(ZYGOTE_OWN_BYTES + children * CHILD_CHARGE_BYTES);
+        let in_flight = u32::try_from(self.parallel_spawns).unwrap_or(u32::MAX);
+        let max_tasks = 256u32.max(
+            ZYGOTE_OWN_TASKS.saturating_add(in_flight.saturating_mul(TASKS_PER_FORK_IN_FLIGHT)),
+        );
+        ZygoteRoom {
+            memory_bytes,
+            max_tasks,
+        }
+    }
+}
+
 /// What the fork sandbox tells the server about its zygotes.
 pub trait ZygoteObserver: Send + Sync + 'static {
     /// Zygote `generation` became current; `reason`: "start", "died",
@@ -105,17 +162,21 @@ impl ForkSandbox {
     pub async fn start(
         config: NsjailConfig,
         recycling: Recycling,
+        load: ZygoteLoad,
         observer: Arc<dyn ZygoteObserver>,
     ) -> Result<ForkSandbox, SetupError> {
         let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
             .map_err(SetupError::Cgroup)?;
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let room = load.room(config.limits.memory_bytes);
+        tracing::info!(
+            memory_mb = room.memory_bytes >> 20,
+            tasks = room.max_tasks,
+            "zygote cgroup sized for the pool"
+        );
         let zygote_limits = CgroupLimits {
-            // The zygote's own interpreter (numpy and pandas imported, ~100
-            // MiB) plus what its children touch before they are moved out.
-            memory_bytes: (config.limits.memory_bytes * 2).max(1 << 30),
-            // The zygote, nsjail, and children between fork and adoption.
-            max_tasks: 256,
+            memory_bytes: room.memory_bytes,
+            max_tasks: room.max_tasks,
             // Forking must never wait behind a quota.
             cpus: cpus as f64,
         };
@@ -383,4 +444,41 @@ fn pidfd_namespace_pids(pidfd: i32) -> Result<Vec<i32>, ConfineError> {
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_pool_keeps_the_floor_and_a_large_one_grows_the_zygotes_room() {
+        let small = ZygoteLoad {
+            pool_size: 16,
+            max_jobs: 6,
+            parallel_spawns: 2,
+        };
+        assert_eq!(
+            small.room(256 << 20),
+            ZygoteRoom {
+                memory_bytes: 1 << 30,
+                max_tasks: 256
+            }
+        );
+        // A job memory limit of 1 GiB: the zygote gets twice that.
+        assert_eq!(small.room(1 << 30).memory_bytes, 2 << 30);
+        // 32 CPUs' worth: 256 warm, 96 running, 32 being made.
+        let large = ZygoteLoad {
+            pool_size: 256,
+            max_jobs: 96,
+            parallel_spawns: 32,
+        };
+        let room = large.room(256 << 20);
+        assert_eq!(room.memory_bytes, (512 << 20) + 384 * (8 << 20));
+        assert_eq!(room.max_tasks, 256);
+        let huge_spawns = ZygoteLoad {
+            parallel_spawns: 100,
+            ..large
+        };
+        assert_eq!(huge_spawns.room(256 << 20).max_tasks, 32 + 400);
+    }
 }
