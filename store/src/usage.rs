@@ -226,7 +226,10 @@ mod tests {
             delta(key, 3600, "ok", i64::MAX as u64 + 1, 0),
         ] {
             assert!(
-                matches!(merge(&[bad.clone()]), Err(StoreError::Invalid(_))),
+                matches!(
+                    merge(std::slice::from_ref(&bad)),
+                    Err(StoreError::Invalid(_))
+                ),
                 "{bad:?}"
             );
         }

@@ -24,7 +24,6 @@ async fn every_operation_on_each_backend() {
         counters(store).await;
         slots(store).await;
         purge(store).await;
-        drop(fixture);
     })
     .await;
 }

@@ -36,11 +36,15 @@ pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
+/// Passwords shorter than this are not scrubbed: they would match inside
+/// ordinary words and garble every message, and protect nothing anyway.
+const MIN_SCRUBBED_LEN: usize = 4;
+
 /// `e` as a store error, with `password` (if any) scrubbed from its text.
 pub(super) fn classify(e: OpError, location: &str, password: Option<&str>) -> StoreError {
     let scrub = |text: String| match password {
-        Some(p) => text.replace(p, "<redacted>"),
-        None => text,
+        Some(p) if p.len() >= MIN_SCRUBBED_LEN => text.replace(p, "<redacted>"),
+        _ => text,
     };
     match e {
         OpError::Store(e) => e,

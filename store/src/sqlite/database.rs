@@ -54,23 +54,7 @@ impl Database {
                     data_dir.display()
                 ))
             })?;
-        // Made here rather than by SQLite so that it is private from the
-        // start; SQLite gives its -wal and -shm files the same mode.
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(StoreError::Unavailable(format!(
-                    "can't create {}: {e}",
-                    path.display()
-                )))
-            }
-        }
+        create_file(&path)?;
         let identity = identity_of(&path)?;
         let sqlite = |e: rusqlite::Error| classify(&e, &path);
         let mut conn = connect(&path, busy_timeout).map_err(sqlite)?;
@@ -163,6 +147,26 @@ impl Database {
         })?;
         migrations::pending(found, migrations::SQLITE)?;
         Ok(conn)
+    }
+}
+
+/// Creates the database file if it is missing, private (0600) from the
+/// start; SQLite gives its -wal and -shm files the same mode. (A -wal left
+/// beside a missing database, by one deleted while in use, is discarded by
+/// SQLite itself when it opens the new, empty file.)
+fn create_file(path: &Path) -> Result<(), StoreError> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "can't create {}: {e}",
+            path.display()
+        ))),
     }
 }
 

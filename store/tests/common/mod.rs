@@ -76,13 +76,18 @@ pub async fn postgres() -> Fixture {
 }
 
 /// Runs `body` against a fresh store of each backend, SQLite then Postgres.
+/// The fixture lives until `body` is done, whatever parts of it `body`'s
+/// future captures.
 pub async fn on_each_backend<F, Fut>(body: F)
 where
-    F: Fn(Fixture) -> Fut,
+    F: Fn(Arc<Fixture>) -> Fut,
     Fut: Future<Output = ()>,
 {
     eprintln!("--- sqlite");
-    body(sqlite().await).await;
+    let fixture = Arc::new(sqlite().await);
+    body(fixture.clone()).await;
+    drop(fixture);
     eprintln!("--- postgres");
-    body(postgres().await).await;
+    let fixture = Arc::new(postgres().await);
+    body(fixture.clone()).await;
 }
