@@ -158,11 +158,7 @@ fn validate_outcome(outcome: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::Invalid(format!(
-            "an outcome has 1 to {MAX_OUTCOME_LEN} characters of [a-z0-9_], not {:?}",
-            outcome
-                .chars()
-                .take(MAX_OUTCOME_LEN + 1)
-                .collect::<String>()
+            "an outcome has 1 to {MAX_OUTCOME_LEN} characters of [a-z0-9_]"
         )))
     }
 }

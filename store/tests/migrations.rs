@@ -304,7 +304,9 @@ async fn an_unwritable_sqlite_location_is_refused_with_a_clear_error() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     mount.remount("ro");
     match open(config).await {
-        Err(StoreError::Unavailable(why)) => eprintln!("refused: {why}"),
+        Err(StoreError::Unavailable(why)) => {
+            assert!(why.contains("not writable: EROFS"), "{why}")
+        }
         other => panic!("{other:?}"),
     }
 }

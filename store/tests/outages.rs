@@ -556,3 +556,116 @@ async fn sqlite_on_a_full_disk_then_with_room_again() {
         .unwrap();
     store.ping().await.unwrap();
 }
+
+/// Writes `batches` usage batches, each retried with its id until the store
+/// takes it; returns the deltas sent and how many answers were "already
+/// applied" (a commit whose answer was lost, then retried).
+async fn write_through_outage(
+    store: Arc<dyn Store>,
+    key: KeyId,
+    batches: usize,
+) -> (Vec<UsageDelta>, usize, usize) {
+    let (mut sent, mut failures, mut already) = (Vec::new(), 0, 0);
+    for b in 0..batches {
+        let delta = UsageDelta {
+            key_id: key.clone(),
+            hour_start: 3600 * (b as i64 % 3),
+            outcome: "ok".into(),
+            jobs: 1,
+            cpu_us: 1_000 + b as u64,
+            wall_us: 2_000 + b as u64,
+            peak_memory_bytes: b as u64,
+        };
+        let id = format!("outage-batch-{b}");
+        loop {
+            match store.record_usage(&id, std::slice::from_ref(&delta)).await {
+                Ok(pyexec_store::Recorded::Applied) => break,
+                Ok(pyexec_store::Recorded::AlreadyApplied) => {
+                    already += 1;
+                    break;
+                }
+                Err(StoreError::Unavailable(_)) => {
+                    failures += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        sent.push(delta);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    (sent, failures, already)
+}
+
+async fn assert_totals(store: &dyn Store, key: &KeyId, sent: &[UsageDelta]) {
+    let totals = store
+        .usage(&pyexec_store::UsageFilter {
+            key_id: Some(key.clone()),
+            since_hour: 0,
+            until_hour: None,
+        })
+        .await
+        .unwrap();
+    for hour in 0..3 {
+        let of_hour: Vec<_> = sent
+            .iter()
+            .filter(|d| d.hour_start == 3600 * hour)
+            .collect();
+        let total = totals.iter().find(|t| t.hour_start == 3600 * hour).unwrap();
+        assert_eq!(total.jobs, of_hour.len() as u64);
+        assert_eq!(total.cpu_us, of_hour.iter().map(|d| d.cpu_us).sum::<u64>());
+        assert_eq!(
+            total.wall_us,
+            of_hour.iter().map(|d| d.wall_us).sum::<u64>()
+        );
+        assert_eq!(
+            total.peak_memory_bytes,
+            of_hour.iter().map(|d| d.peak_memory_bytes).max().unwrap()
+        );
+    }
+}
+
+/// Usage written while Postgres stops (fast shutdown, mid-write) and comes
+/// back: with each failed batch retried under its id, the totals equal the
+/// sum of what was sent, nothing lost or counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_written_through_a_postgres_restart_sums_exactly() {
+    let pg = start_postgres().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, key) = postgres_store(&pg, dir.path()).await;
+    let writer = tokio::spawn(write_through_outage(store.clone(), key.clone(), 300));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pg = in_blocking(pg, TempPostgres::stop).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pg = in_blocking(pg, TempPostgres::restart).await;
+    let (sent, failures, already) = writer.await.unwrap();
+    eprintln!(
+        "{} batches, {failures} failed attempts, {already} answered already-applied",
+        sent.len()
+    );
+    assert!(failures > 0, "the outage happened during the writes");
+    assert_totals(&*store, &key, &sent).await;
+    drop(pg);
+}
+
+/// The same with the SQLite file moved away mid-write and back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_written_through_a_sqlite_outage_sums_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sqlite_config(dir.path().join("data"));
+    let store = open(config.clone()).await.unwrap();
+    let key = KeyId::parse("sqliteoutage").unwrap();
+    let writer = tokio::spawn(write_through_outage(store.clone(), key.clone(), 300));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let away = dir.path().join("away.sqlite3");
+    std::fs::rename(config.sqlite_path(), &away).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::rename(&away, config.sqlite_path()).unwrap();
+    let (sent, failures, already) = writer.await.unwrap();
+    eprintln!(
+        "{} batches, {failures} failed attempts, {already} answered already-applied",
+        sent.len()
+    );
+    assert!(failures > 0, "the outage happened during the writes");
+    assert_totals(&*store, &key, &sent).await;
+}

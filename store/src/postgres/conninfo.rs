@@ -13,6 +13,10 @@ use tokio_postgres::config::Host;
 
 use crate::error::StoreError;
 
+/// Passwords shorter than this are not scrubbed from text: they would match
+/// inside ordinary words and garble it, and protect nothing anyway.
+pub(crate) const MIN_SCRUBBED_LEN: usize = 4;
+
 /// libpq's `sslmode`, with its meanings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum TlsMode {
@@ -113,14 +117,24 @@ pub(crate) fn parse(text: &str) -> Result<ConnInfo, StoreError> {
         }
     };
     let config = tokio_postgres::Config::from_str(&rewritten).map_err(|e| {
-        StoreError::Invalid(format!("the database connection string is malformed: {e}"))
+        // tokio-postgres's causes name the option, never its value.
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default();
+        StoreError::Invalid(format!(
+            "the database connection string is malformed{cause}"
+        ))
     })?;
     let password = config
         .get_password()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .filter(|p| !p.is_empty());
+    let mut location = location(&config);
+    if let Some(p) = password.as_deref().filter(|p| p.len() >= MIN_SCRUBBED_LEN) {
+        location = location.replace(p, "<redacted>");
+    }
     Ok(ConnInfo {
-        location: location(&config),
+        location,
         config,
         tls,
         root_cert,

@@ -5,6 +5,7 @@
 use deadpool_postgres::PoolError;
 use tokio_postgres::error::SqlState;
 
+use super::conninfo::MIN_SCRUBBED_LEN;
 use crate::error::StoreError;
 
 /// An operation's failure before it is classified.
@@ -36,10 +37,6 @@ pub(super) fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
-/// Passwords shorter than this are not scrubbed: they would match inside
-/// ordinary words and garble every message, and protect nothing anyway.
-const MIN_SCRUBBED_LEN: usize = 4;
-
 /// `e` as a store error, with `password` (if any) scrubbed from its text.
 pub(super) fn classify(e: OpError, location: &str, password: Option<&str>) -> StoreError {
     let scrub = |text: String| match password {
@@ -64,7 +61,7 @@ fn classify_db(
 ) -> StoreError {
     let Some(db) = e.as_db_error() else {
         // No answer from the server: refused, reset, closed, TLS, timeout.
-        return StoreError::Unavailable(scrub(format!("{location}: {e}")));
+        return StoreError::Unavailable(scrub(format!("{location}: {}", with_causes(e))));
     };
     let code = db.code().code();
     let text = scrub(format!("{location}: {code} {}", db.message()));
@@ -83,4 +80,20 @@ fn classify_db(
         "XX" => StoreError::Corrupt(text),
         _ => StoreError::Internal(text),
     }
+}
+
+/// `e` and its causes, `outer: inner: innermost` (tokio-postgres's own
+/// message leaves out why, e.g. which certificate check failed).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -15,6 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::unistd::{access, AccessFlags};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use super::error::{classify, poisons_connection, OpError};
@@ -55,6 +56,12 @@ impl Database {
                 ))
             })?;
         create_file(&path)?;
+        // SQLite would only say "unable to open database file".
+        for (what, at) in [("the data directory", data_dir), ("the database", &path)] {
+            access(at, AccessFlags::R_OK | AccessFlags::W_OK).map_err(|e| {
+                StoreError::Unavailable(format!("{what} {} is not writable: {e}", at.display()))
+            })?;
+        }
         let identity = identity_of(&path)?;
         let sqlite = |e: rusqlite::Error| classify(&e, &path);
         let mut conn = connect(&path, busy_timeout).map_err(sqlite)?;
