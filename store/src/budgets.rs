@@ -32,7 +32,9 @@ pub const COUNTER_GRACE: Duration = Duration::from_secs(3600);
 /// name should always use one window length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
+    /// Unix seconds.
     pub start: i64,
+    /// Seconds, at least 1.
     pub len_s: i64,
 }
 
@@ -66,6 +68,7 @@ pub struct CounterGrant {
 pub struct InstanceId(String);
 
 impl InstanceId {
+    /// `text` if it is a well-formed instance id.
     pub fn parse(text: &str) -> Option<InstanceId> {
         let ok = !text.is_empty()
             && text.len() <= MAX_INSTANCE_ID_LEN
@@ -75,6 +78,7 @@ impl InstanceId {
         ok.then(|| InstanceId(text.to_owned()))
     }
 
+    /// The id's text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -102,8 +106,11 @@ pub struct SlotHold {
 /// What [`Store::purge`](crate::Store::purge) deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Purged {
+    /// Usage batch ids forgotten.
     pub usage_batches: u64,
+    /// Counter windows dropped.
     pub counter_windows: u64,
+    /// Expired slot holds deleted.
     pub slot_holds: u64,
 }
 

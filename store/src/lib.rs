@@ -18,11 +18,13 @@
 //! fault it is (`Unavailable`: retry later). Nothing panics on a database's
 //! answer; no secret reaches an error, a `Debug` output or the database.
 //!
-//! **Tables** (`store/migrations/<dialect>/NNNN_*.sql`, applied at open,
-//! recorded in `schema_migrations`; [`migrations`](SCHEMA_VERSION) only add):
+//! **Tables** (`store/migrations/<dialect>/NNNN_*.sql`, applied at open and
+//! recorded in `schema_migrations`; migrations only add, and a database
+//! newer than [`SCHEMA_VERSION`] is refused):
 //! - `api_keys`: id, name, SHA-256 of the secret, created/revoked times,
-//!   the per-key limits ([`KeyLimits`]). Tokens ([`token`](new_token)) are
-//!   `pyx_<id>_<secret>` and exist only in the caller's hands.
+//!   the per-key limits ([`KeyLimits`]). Tokens ([`new_token`],
+//!   [`parse_token`]) are `pyx_<id>_<secret>` and exist only in the
+//!   caller's hands.
 //! - `usage_hourly`: integer totals per key, hour and outcome, exact sums;
 //!   `usage_batches`: the batch ids already applied, which make
 //!   [`Store::record_usage`] idempotent (a batch retried after a lost commit

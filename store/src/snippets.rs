@@ -34,6 +34,7 @@ impl SnippetId {
         }
     }
 
+    /// The id's 22 characters.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -38,6 +38,7 @@ impl KeyId {
         well_formed.then(|| KeyId(text.to_owned()))
     }
 
+    /// The id's 12 characters.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -109,6 +110,7 @@ impl fmt::Debug for Token {
 pub struct SecretHash([u8; 32]);
 
 impl SecretHash {
+    /// The hash of `secret`.
     pub fn of(secret: &Secret) -> SecretHash {
         SecretHash(Sha256::digest(secret.0).into())
     }

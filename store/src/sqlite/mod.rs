@@ -17,6 +17,7 @@ mod database;
 mod error;
 mod ops;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::time::{Duration, Instant};
@@ -90,7 +91,11 @@ impl SqliteStore {
                 }
                 while let Ok(queued) = queue.recv() {
                     if Instant::now() < queued.deadline {
-                        (queued.job)(&mut db);
+                        // A bug in one operation fails that call (its answer
+                        // is dropped), not the store: the connection it held
+                        // was dropped while unwinding and is reopened.
+                        let job = AssertUnwindSafe(|| (queued.job)(&mut db));
+                        let _ = std::panic::catch_unwind(job);
                     }
                 }
             })
