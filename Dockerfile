@@ -25,17 +25,20 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY server/Cargo.toml server/Cargo.toml
 COPY worker/Cargo.toml worker/Cargo.toml
-RUN mkdir -p server/src worker/src \
+COPY store/Cargo.toml store/Cargo.toml
+RUN mkdir -p server/src worker/src store/src \
  && echo 'fn main() {}' > server/src/main.rs \
  && : > server/src/lib.rs \
  && : > worker/src/lib.rs \
+ && : > store/src/lib.rs \
  && cargo build --release --locked -p pyexec-server \
- && rm -rf server/src worker/src target/release/pyexec* target/release/deps/pyexec* \
+ && rm -rf server/src worker/src store/src target/release/pyexec* target/release/deps/pyexec* \
            target/release/deps/libpyexec* target/release/.fingerprint/pyexec-*
 # 2. The real sources (openapi.json is built into the binary: GET /openapi.json).
 COPY openapi.json openapi.json
 COPY server server
 COPY worker worker
+COPY store store
 RUN cargo build --release --locked -p pyexec-server \
  && install -m 0755 target/release/pyexec /usr/local/bin/pyexec
 

@@ -30,7 +30,9 @@ fi
 #    that look for leftovers.
 #    prometheus: scripts/prometheus_check.py scrapes a live server with it and
 #    evaluates docs/operations.md's and the dashboard's queries; promtool lints /metrics.
-debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus)
+#    postgresql: the store's tests run throwaway clusters of it (initdb in a
+#    temporary directory; pyexec_store::testing).
+debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus postgresql)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,6 +51,18 @@ if [ -x /etc/init.d/prometheus ]; then
   else
     /etc/init.d/prometheus stop >/dev/null 2>&1 || true
   fi
+fi
+# Debian's postgresql package makes a cluster `main` on :5432 and starts it;
+# the tests start their own. Stop it and mark it manual, so that nothing
+# listens on 5432 unless a test starts it (and a reboot doesn't start it).
+for start_conf in /etc/postgresql/*/main/start.conf; do
+  [ -f "$start_conf" ] || continue
+  grep -qx manual "$start_conf" || echo manual > "$start_conf"
+  version=$(basename "$(dirname "$(dirname "$start_conf")")")
+  pg_ctlcluster "$version" main stop >/dev/null 2>&1 || true
+done
+if [ -d /run/systemd/system ] && [ -d /etc/postgresql ]; then
+  systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 
 # 2. Rust toolchain: the machine's own (rustup). Without it nothing builds.
