@@ -27,6 +27,7 @@
 //! - [`logging`], [`request_id`], [`trace_context`]: log lines and what links them.
 //! - [`shutdown`]: the signal that starts the drain, and its phases.
 
+pub mod callers;
 pub mod config;
 pub mod http;
 pub mod kind;
