@@ -53,8 +53,10 @@ function pre(text, label) {
   return el('pre', { tabindex: '0', 'aria-label': label }, text);
 }
 
-function lineButton(line, onLine) {
-  const button = el('button', { type: 'button', class: 'line-link', 'data-line': line }, `line ${line}`);
+function lineButton(line, onLine, text = `line ${line}`) {
+  const button = el('button', {
+    type: 'button', class: 'line-link', 'data-line': line, 'aria-label': `Go to line ${line} of the script`,
+  }, text);
   button.addEventListener('click', () => onLine(line));
   return button;
 }
@@ -104,7 +106,7 @@ function traceback(text, onLine) {
   for (const line of text.split('\n')) {
     const match = SCRIPT_FRAME.exec(line);
     if (match) {
-      block.append(match[1], lineButton(Number(match[2]), onLine), match[3], '\n');
+      block.append(match[1], lineButton(Number(match[2]), onLine, match[2]), match[3], '\n');
     } else {
       block.append(`${line}\n`);
     }
@@ -115,7 +117,8 @@ function traceback(text, onLine) {
 function output(name, text, truncated) {
   const title = el('h3', { id: `answer-${name}` }, name);
   if (truncated) title.append(' ', el('span', { class: 'badge badge-warn' }, 'truncated'));
-  const body = text === '' ? el('p', { class: 'muted' }, 'Nothing.') : pre(text, name);
+  if (text === '') title.append(' ', el('span', { class: 'muted' }, 'empty'));
+  const body = text === '' ? null : pre(text, name);
   return el('section', { class: `part part-${name}`, 'aria-labelledby': `answer-${name}` }, title, body);
 }
 

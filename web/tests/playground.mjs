@@ -258,7 +258,10 @@ test('a traceback\'s line link moves the editor\'s cursor to that line', async (
   equal(await page.textContent('.part-error .kind'), 'script_exception', 'the error kind');
   check((await page.textContent('.part-error .error-message')).includes('ZeroDivisionError'), 'the error message');
   const links = page.locator('.traceback .line-link');
-  equal(await links.allTextContents(), ['line 6', 'line 2'], 'the traceback\'s line links');
+  equal(await links.evaluateAll((bs) => bs.map((b) => b.dataset.line)), ['6', '2'], 'the traceback\'s line links');
+  const traceback = await page.textContent('.traceback');
+  check(traceback.includes('File "<script>", line 6, in main') && traceback.includes('line 2, in helper'),
+    `the traceback reads as Python wrote it: ${traceback}`);
   check((await page.textContent('.part-stdout pre')) === 'before\n', 'stdout up to the failure is shown');
   await links.nth(0).click();
   await page.waitForFunction(() => document.querySelector('#script-editor').shadowRoot.activeElement?.classList.contains('cm-content'));
@@ -419,10 +422,12 @@ test('first load: weight within the budget, time to interactive', async () => {
 
 if (option('screenshot')) {
   test('the screenshot for the docs', async () => {
-    const { context, page, seen } = await freshPage({ viewport: { width: 1180, height: 700 } });
+    const { context, page, seen } = await freshPage({ viewport: { width: 1200, height: 820 } });
     await open(page);
     await page.selectOption('#examples', '1');
     await answered(page, () => page.click('#run'));
+    await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+    await page.mouse.move(0, 0);
     await page.screenshot({ path: resolve(option('screenshot')) });
     clean(seen);
     await context.close();
