@@ -204,8 +204,8 @@ async function run() {
 function noteAuthAnswer(answer) {
   if (answer.status === 401) {
     byId('key-panel').hidden = false;
-    const reason = answer.body?.error ? ` ${answer.body.error}` : '';
-    showKeyState(`The server refused the key (401).${reason} Enter a valid key.`);
+    const reason = answer.body?.error ? `: ${answer.body.error}` : '';
+    showKeyState(`The server refused the key (401${reason}). Enter a valid key.`);
   } else if (answer.status === 429) {
     const wait = answer.retryAfter ? ` Try again in ${answer.retryAfter} s.` : '';
     setStatus(`Too many requests (429 ${answer.body?.kind ?? ''}).${wait}`);
