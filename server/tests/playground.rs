@@ -28,7 +28,12 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 fn assets_named_by(html: &str) -> Vec<String> {
     html.split("\"/assets/")
         .skip(1)
-        .map(|rest| format!("/assets/{}", &rest[..rest.find('"').expect("a closing quote")]))
+        .map(|rest| {
+            format!(
+                "/assets/{}",
+                &rest[..rest.find('"').expect("a closing quote")]
+            )
+        })
         .collect()
 }
 
@@ -53,7 +58,10 @@ async fn the_page_and_its_assets_are_served_with_their_headers() {
 
     let page = get(addr, "/").await;
     assert_eq!(page.status, 200);
-    assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     assert_eq!(page.header("content-encoding"), None);
     assert_eq!(page.header("cache-control"), Some("no-cache"));
     assert_eq!(page.header("vary"), Some("Accept-Encoding"));
@@ -62,7 +70,10 @@ async fn the_page_and_its_assets_are_served_with_their_headers() {
 
     // Every playground answer carries the security headers.
     let assets = assets_named_by(&html);
-    assert!(assets.len() >= 3, "script, style sheet and icon: {assets:?}");
+    assert!(
+        assets.len() >= 3,
+        "script, style sheet and icon: {assets:?}"
+    );
     for path in ["/", "/s/AbC-12_x"]
         .into_iter()
         .chain(assets.iter().map(String::as_str))
@@ -156,10 +167,15 @@ async fn the_page_and_its_assets_are_served_with_their_headers() {
         .filter_map(|rest| rest.split_once('"').map(|(route, _)| route.to_string()))
         .collect();
     for template in ["/", "/s/{id}", "/assets/{file}"] {
-        assert!(routes.iter().any(|r| r == template), "{template}: {routes:?}");
+        assert!(
+            routes.iter().any(|r| r == template),
+            "{template}: {routes:?}"
+        );
     }
     assert!(
-        routes.iter().all(|r| !r.contains("AbC") && !r.contains(".js")),
+        routes
+            .iter()
+            .all(|r| !r.contains("AbC") && !r.contains(".js")),
         "{routes:?}"
     );
     server.shutdown().await;
@@ -191,9 +207,13 @@ async fn browser_test(server: &TestServer, flags: &[String]) {
     );
 }
 
+/// The browser cases run one job after another; a worker's replacement that
+/// takes long on a busy machine (spawn mode) must not turn one into a 503.
+const SERVER_ENV: &[(&str, &str)] = &[("PYEXEC_QUEUE_TIMEOUT", "30")];
+
 #[tokio::test]
 async fn the_playground_in_chromium() {
-    let server = TestServer::start(&[]).await;
+    let server = TestServer::start(SERVER_ENV).await;
     let mut flags = Vec::new();
     if SNIPPETS {
         flags.push("--snippets".to_string());
@@ -208,6 +228,6 @@ async fn the_playground_in_chromium() {
 #[tokio::test]
 #[ignore = "needs API keys (PYEXEC_AUTH=keys), which the server does not have yet"]
 async fn the_playground_with_keys_on() {
-    let server = TestServer::start(&[("PYEXEC_AUTH", "keys")]).await;
+    let server = TestServer::start(&[SERVER_ENV, &[("PYEXEC_AUTH", "keys")]].concat()).await;
     browser_test(&server, &["--keys".to_string()]).await;
 }

@@ -135,6 +135,15 @@ async function statusText(page) {
   return (await page.textContent('#status')).trim();
 }
 
+/** The result shown, parsed; fails with what the page shows instead when the run failed. */
+async function resultOf(page) {
+  if (await page.locator('.part-result pre').count() === 0) {
+    const error = await page.locator('.part-error').allTextContents();
+    throw new Failure(`no result: ${await statusText(page)} ${error.join(' ')}`);
+  }
+  return JSON.parse(await page.textContent('.part-result pre'));
+}
+
 async function shot(page, name) {
   await page.screenshot({ path: join(outDir, `${name}.png`), fullPage: true });
 }
@@ -208,7 +217,7 @@ test('a typed script runs with Ctrl+Enter and its answer is shown', async () => 
   equal(await page.locator('#script-editor .cm-gutterElement', { hasText: /^3$/ }).count(), 1, 'line number 3 shown');
   await answered(page, () => page.keyboard.press('Control+Enter'));
   check((await statusText(page)).startsWith('Ran in'), `status: ${await statusText(page)}`);
-  equal(JSON.parse(await page.textContent('.part-result pre')), { sum: 3 }, 'the result shown');
+  equal(await resultOf(page), { sum: 3 }, 'the result shown');
   equal(await page.textContent('.part-stdout pre'), 'hi\n', 'stdout shown');
   const usage = await page.textContent('.part-usage');
   for (const term of ['CPU time', 'Peak memory', 'Wall time', 'Time limit', 'Memory limit']) {
@@ -230,7 +239,7 @@ test('input and limits are sent; invalid JSON input is refused before sending', 
   await page.fill('#timeout', '2');
   await page.fill('#memory', '64');
   await answered(page, () => page.click('#run'));
-  equal(JSON.parse(await page.textContent('.part-result pre')), { total: 6.5 }, 'the result of the input');
+  equal(await resultOf(page), { total: 6.5 }, 'the result of the input');
   const usage = await page.textContent('.part-usage');
   check(usage.includes('2 s') && usage.includes('64 MB'), `the limits applied are shown: ${usage}`);
   equal(executes, 1, 'requests sent');
@@ -280,6 +289,7 @@ test('a PNG and an SVG the script wrote are shown inline, each with a download l
   const { context, page, seen } = await freshPage();
   await open(page);
   await run(page, PNG_SCRIPT);
+  equal(await resultOf(page), { files: 2 }, 'the result');
   const images = page.locator('img.preview');
   equal(await images.count(), 2, 'images shown');
   for (let i = 0; i < 2; i += 1) {
@@ -316,6 +326,7 @@ def main():
                 '<script>alert(3)</script><rect width="10" height="10"/></svg>')
     return {"html": "<img src=x onerror=alert(4)>", "<b>key</b>": 1}
 `);
+  await resultOf(page);
   const stdout = await page.textContent('.part-stdout pre');
   check(stdout.includes("<script>window.__pwned=1;alert('script')</script>") && stdout.includes(evil), `stdout as text: ${stdout}`);
   check((await page.textContent('.part-result pre')).includes('<img src=x onerror=alert(4)>'), 'the result as text');
@@ -365,7 +376,7 @@ test('the Examples menu loads the original service\'s three examples, which run'
   for (let i = 0; i < 3; i += 1) {
     await page.selectOption('#examples', String(i));
     await answered(page, () => page.click('#run'));
-    const result = JSON.parse(await page.textContent('.part-result pre'));
+    const result = await resultOf(page);
     if (expected[i]) equal(result, expected[i], `example ${options[i + 1]}`);
     else equal(result.mean, 3, `example ${options[i + 1]}`);
   }
@@ -464,7 +475,7 @@ if (flag('snippets')) {
     equal(JSON.parse(await editorText(fresh.page, '#input-editor')), JSON.parse(input), 'the shared input');
     equal(await fresh.page.inputValue('#timeout'), '4', 'the shared time limit');
     await answered(fresh.page, () => fresh.page.keyboard.press('Control+Enter'));
-    equal(JSON.parse(await fresh.page.textContent('.part-result pre')), { shared: 42 }, 'the shared script\'s result');
+    equal(await resultOf(fresh.page), { shared: 42 }, 'the shared script\'s result');
     await shot(fresh.page, 'shared-open');
     clean(fresh.seen);
     await fresh.context.close();
