@@ -215,6 +215,12 @@ test('a typed script runs with Ctrl+Enter and its answer is shown', async () => 
   const keyword = page.locator('#script-editor .cm-line span', { hasText: /^def$/ });
   equal(await keyword.evaluate((node) => getComputedStyle(node).color), 'rgb(160, 17, 31)', 'the colour of "def"');
   equal(await page.locator('#script-editor .cm-gutterElement', { hasText: /^3$/ }).count(), 1, 'line number 3 shown');
+  // Tab indents inside the editor; Escape then Tab leaves it, as the hint says.
+  await page.keyboard.press('Escape');
+  await page.keyboard.press('Tab');
+  equal(await page.evaluate(() => document.activeElement?.id), 'input-editor', 'focus after Escape, Tab');
+  await page.click('#script-editor .cm-content');
+  await page.keyboard.press('Control+End');
   await answered(page, () => page.keyboard.press('Control+Enter'));
   check((await statusText(page)).startsWith('Ran in'), `status: ${await statusText(page)}`);
   equal(await resultOf(page), { sum: 3 }, 'the result shown');

@@ -78,10 +78,9 @@ impl Encoding {
 }
 
 fn respond(asset: &Asset, cache: &'static str, request: &HeaderMap) -> Response<Body> {
-    let accepts = |coding| accepts(request, coding);
     let (encoding, bytes) = match (asset.brotli, asset.gzip) {
-        (Some(bytes), _) if accepts("br") => (Encoding::Brotli, bytes),
-        (_, Some(bytes)) if accepts("gzip") => (Encoding::Gzip, bytes),
+        (Some(bytes), _) if accepts(request, "br") => (Encoding::Brotli, bytes),
+        (_, Some(bytes)) if accepts(request, "gzip") => (Encoding::Gzip, bytes),
         _ => (Encoding::Identity, asset.identity),
     };
     let etag = match encoding.token() {
