@@ -37,6 +37,9 @@ mkdirSync(outDir, { recursive: true });
 const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
   + "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 const WEIGHT_BUDGET = 200 * 1000;
+// How long a step may wait (a job queued behind a worker's spawn on a busy
+// machine included), stretched like the server tests' waits.
+const STEP_TIMEOUT = 60_000 * Number(process.env.PYEXEC_TEST_TIME_SCALE || 1);
 const axeSource = readFileSync(createRequire(import.meta.url).resolve('axe-core/axe.min.js'), 'utf8');
 
 const browser = await chromium.launch({
@@ -67,6 +70,7 @@ function equal(actual, expected, what) {
  */
 async function freshPage(options = {}) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 }, ...options });
+  context.setDefaultTimeout(STEP_TIMEOUT);
   const page = await context.newPage();
   const seen = { dialogs: [], errors: [], csp: [], foreign: [], console: [] };
   page.on('dialog', (dialog) => {
