@@ -6,6 +6,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod openapi;
+pub mod playground;
 pub mod router;
 pub mod script_output;
 
