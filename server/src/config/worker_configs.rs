@@ -1,7 +1,7 @@
 //! The worker crate's configs built from a [`Config`]: the pool's, the
 //! jail's, the zygotes' recycling, and the limits derived on the way.
 
-use pyexec_worker::{FileCaps, NsjailConfig, PoolConfig, Recycling, SandboxLimits};
+use pyexec_worker::{FileCaps, NsjailConfig, PoolConfig, Recycling, SandboxLimits, ZygoteLoad};
 
 use super::{Config, Isolation};
 
@@ -39,6 +39,16 @@ impl Config {
             job_timeout: self.timeout,
             max_parallel_spawns: self.max_parallel_spawns,
             max_jobs: self.max_jobs,
+        }
+    }
+
+    /// How many children a zygote may have at once: its cgroup is sized
+    /// for them (`ZygoteLoad::room`).
+    pub fn zygote_load(&self) -> ZygoteLoad {
+        ZygoteLoad {
+            pool_size: self.pool_size,
+            max_jobs: self.max_jobs,
+            parallel_spawns: self.max_parallel_spawns,
         }
     }
 
@@ -88,6 +98,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(spawn.cpu_seconds(), 34, "spawn mode: the warm-up too");
+    }
+
+    /// The zygote's cgroup follows the pool as the host grows: at 32 CPUs
+    /// the pool's defaults (256 warm, 128 jobs, 128 spawns) need more than
+    /// the 1 GiB that suffices on 2.
+    #[test]
+    fn the_zygotes_room_grows_with_the_pool_of_a_larger_host() {
+        let small = read_vars(&[], 2).unwrap();
+        let room = small.zygote_load().room(small.memory_mb << 20);
+        assert_eq!(room.memory_bytes, 1 << 30);
+        let large = read_vars(&[("PYEXEC_MAX_JOBS", "96")], 32).unwrap();
+        let load = large.zygote_load();
+        assert_eq!(
+            (load.pool_size, load.max_jobs, load.parallel_spawns),
+            (256, 96, 128)
+        );
+        let room = load.room(large.memory_mb << 20);
+        assert_eq!(
+            room.memory_bytes,
+            (512 << 20) + (256 + 96 + 128) * (8 << 20)
+        );
+        assert_eq!(room.max_tasks, 32 + 4 * 128);
     }
 
     #[test]
