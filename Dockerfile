@@ -15,6 +15,26 @@ ARG RUST_IMAGE=rust:1.95.0-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-20250520-slim
 
 # ---------------------------------------------------------------------------
+# web: the playground (web/dist), which the binary embeds. Debian's nodejs and
+# npm; `npm ci` is cached until the lockfile changes, and leaves out the
+# browser tests' packages (devDependencies).
+FROM ${RUNTIME_IMAGE} AS web
+LABEL pyexec.stage=builder
+ARG DEBIAN_FRONTEND=noninteractive
+# npm trusts the system's certificate store too (where an egress proxy
+# re-signs TLS, its CA is there).
+ARG NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends nodejs npm ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY web/build.mjs ./
+COPY web/src src
+RUN node build.mjs
+
+# ---------------------------------------------------------------------------
 # builder: the release `pyexec` binary.
 FROM ${RUST_IMAGE} AS builder
 # Lets docker/test-image.sh prune superseded builder images (and only those).
@@ -34,8 +54,10 @@ RUN mkdir -p server/src worker/src store/src \
  && cargo build --release --locked -p pyexec-server \
  && rm -rf server/src worker/src store/src target/release/pyexec* target/release/deps/pyexec* \
            target/release/deps/libpyexec* target/release/.fingerprint/pyexec-*
-# 2. The real sources (openapi.json is built into the binary: GET /openapi.json).
+# 2. The real sources (openapi.json and the playground are built into the
+#    binary: GET /openapi.json, GET /).
 COPY openapi.json openapi.json
+COPY --from=web /src/web/dist web/dist
 COPY server server
 COPY worker worker
 COPY store store

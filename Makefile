@@ -4,12 +4,26 @@
 CARGO ?= cargo
 PORT ?= 8080
 
-.PHONY: setup build run test test-rust test-python test-jail test-api test-docker test-cgroup2 lint bench loadtest clean
+.PHONY: setup web build run test test-rust test-python test-jail test-api test-docker test-cgroup2 lint bench loadtest screenshot clean
 
 setup:
 	bash scripts/setup.sh
 
-build: setup
+# The playground (web/), which the server embeds: `npm ci` when the lockfile
+# changed, the build when a source did; nothing when web/dist is up to date.
+WEB_SOURCES := web/build.mjs web/package.json $(shell find web/src -type f 2>/dev/null)
+
+web: web/dist/manifest.json
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "make web: npm is missing; run make setup" >&2; exit 1; }
+	cd web && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/manifest.json: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && node build.mjs
+
+build: setup web
 	$(CARGO) build --release --locked
 
 run: build
@@ -25,14 +39,14 @@ test: setup lint test-rust test-python test-jail test-api
 	$(MAKE) test-docker
 	$(MAKE) test-cgroup2
 
-lint:
+lint: web
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 # The workspace's tests (unit, pool, both real sandboxes), whose end-to-end
 # suites run the real server in fork mode (the default), then those suites
 # again in spawn mode.
-test-rust:
+test-rust: web
 	$(CARGO) test --locked --workspace
 	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --tests
 
@@ -57,6 +71,12 @@ test-docker:
 test-cgroup2:
 	bash scripts/vm-test.sh
 
+# docs/playground.png, from the browser test's harness (a fresh server, the
+# "Using libraries" example run in Chromium).
+screenshot: web
+	PYEXEC_PLAYGROUND_SCREENSHOT=$(CURDIR)/docs/playground.png \
+	  $(CARGO) test --locked -p pyexec-server --test playground -- --exact the_playground_in_chromium
+
 bench: build
 	$(CARGO) run --release --locked -p pyexec-server --example bench
 
@@ -67,3 +87,4 @@ loadtest: build
 
 clean:
 	$(CARGO) clean
+	rm -rf web/dist web/node_modules

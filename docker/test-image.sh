@@ -54,9 +54,10 @@ build_args=(--network host
 [ "${NO_CACHE:-0}" = 1 ] && build_args+=(--no-cache)
 build_log=/tmp/pyexec-test-image-build.log
 t0=$(date +%s)
-# The builder stage gets a tag of its own so its compile cache survives the
-# pruning below; the second build reuses it.
-{ docker build "${build_args[@]}" --target builder -t "$IMAGE-builder" "$repo" \
+# The web and builder stages get tags of their own so their caches survive
+# the pruning below; the later builds reuse them.
+{ docker build "${build_args[@]}" --target web -t "$IMAGE-web" "$repo" \
+  && docker build "${build_args[@]}" --target builder -t "$IMAGE-builder" "$repo" \
   && docker build "${build_args[@]}" -t "$IMAGE" "$repo"; } > "$build_log" 2>&1 \
   || { tail -40 "$build_log" >&2; die "docker build failed (full log: $build_log)"; }
 t1=$(date +%s)

@@ -30,9 +30,18 @@ fi
 #    that look for leftovers.
 #    prometheus: scripts/prometheus_check.py scrapes a live server with it and
 #    evaluates docs/operations.md's and the dashboard's queries; promtool lints /metrics.
+#    evaluates docs/operations.md's and the dashboard's queries; promtool lints /metrics.
 #    postgresql: the store's tests run throwaway clusters of it (initdb in a
 #    temporary directory; pyexec_store::testing).
-debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus postgresql)
+#    nodejs and npm build the playground (web/); chromium and chromium-driver
+#    run its browser tests (server/tests/playground.rs). A node and npm already
+#    on the PATH are kept: another packaging of them (NodeSource's nodejs
+#    bundles npm and conflicts with Debian's) would be removed by installing
+#    Debian's.
+debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus postgresql
+      chromium chromium-driver)
+command -v node >/dev/null 2>&1 || debs+=(nodejs)
+command -v npm >/dev/null 2>&1 || debs+=(npm)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

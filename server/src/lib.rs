@@ -10,6 +10,7 @@
 //!                                 POST /execute  ─▶ http::execute: read, check,
 //!                                                   pool.checkout → lease.run
 //!                                 GET  /healthz /readyz /metrics ─▶ http::health
+//!                                 GET  / /s/{id} /assets/{file} ─▶ http::playground
 //!       shutdown signal ─▶ drain: /readyz 503, new jobs 503 shutting_down,
 //!                                 in-flight requests finish (grace)
 //!                          → abort the rest: answered 503 shutting_down

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pyexec_worker::{ForkSandbox, Sandbox, SpawnSandbox, ZygoteLoad};
+use pyexec_worker::{ForkSandbox, Sandbox, SpawnSandbox};
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Isolation};
@@ -28,12 +28,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         Isolation::Fork => {
             let events = Arc::new(ZygoteEvents::new(metrics.clone()));
-            let pool = config.pool_config();
-            let load = ZygoteLoad {
-                pool_size: pool.size,
-                max_jobs: pool.max_jobs,
-                parallel_spawns: pool.max_parallel_spawns,
-            };
+            let load = config.zygote_load();
             let sandbox =
                 ForkSandbox::start(config.nsjail_config(), config.recycling(), load, events)
                     .await

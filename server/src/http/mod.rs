@@ -1,11 +1,21 @@
 //! The HTTP API: routing, the handlers, and the one error type they answer
 //! with. Handlers return `Result<Response, ApiError>`; the router turns the
 //! error into its JSON answer, so hyper only ever sees `Ok`.
+//!
+//! A route is a row of `router::ROUTES` (its path and methods, also its
+//! metrics label), an arm of `router::dispatch` calling its handler, the
+//! handler in a module of its own here, and its entry in openapi.json (a test
+//! checks every route is described). A handler that takes a JSON body uses
+//! [`body`]'s content-type check and capped read, with its own answer for a
+//! body over its cap.
 
+pub mod body;
 pub mod error;
 pub mod execute;
 pub mod health;
 pub mod openapi;
+pub mod playground;
+pub mod request;
 pub mod router;
 pub mod script_output;
 

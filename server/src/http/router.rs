@@ -13,20 +13,24 @@ use tracing::field::Empty;
 use tracing::Instrument;
 
 use super::error::ApiError;
-use super::{execute, health, openapi, Body};
+use super::{execute, health, openapi, playground, Body};
 use crate::kind::Kind;
 use crate::request_id;
 use crate::state::AppState;
 use crate::trace_context::TraceContext;
 
-/// The routes, with the methods each allows. Their paths are the only values
-/// of the metrics' `route` label, besides `unmatched`.
+/// The routes, with the methods each allows; a `{name}` segment stands for any
+/// one non-empty segment. Their paths are the only values of the metrics'
+/// `route` label, besides `unmatched`.
 const ROUTES: &[(&str, &str)] = &[
     ("/execute", "POST"),
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
+    ("/", "GET, HEAD"),
+    ("/s/{id}", "GET, HEAD"),
+    ("/assets/{file}", "GET, HEAD"),
 ];
 
 /// The paths served, for the test that the OpenAPI document describes each.
@@ -37,8 +41,19 @@ pub fn route_paths() -> impl Iterator<Item = &'static str> {
 fn route_label(path: &str) -> &'static str {
     ROUTES
         .iter()
-        .find(|(route, _)| *route == path)
+        .find(|(route, _)| matches_route(route, path))
         .map_or("unmatched", |(route, _)| route)
+}
+
+fn matches_route(route: &str, path: &str) -> bool {
+    route.split('/').count() == path.split('/').count()
+        && route.split('/').zip(path.split('/')).all(|(want, got)| {
+            if want.starts_with('{') && want.ends_with('}') {
+                !got.is_empty()
+            } else {
+                want == got
+            }
+        })
 }
 
 /// hyper's service function. Never fails: an error from hyper's point of view
@@ -119,13 +134,18 @@ async fn dispatch<S: Sandbox>(
     state: &AppState<S>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    match (request.method(), request.uri().path()) {
+    let path = request.uri().path();
+    match (request.method(), route_label(path)) {
         (&Method::POST, "/execute") => execute::handle(state, request).await,
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(health::healthz()),
         (&Method::GET | &Method::HEAD, "/readyz") => Ok(health::readyz(state)),
         (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
         (&Method::GET | &Method::HEAD, "/openapi.json") => Ok(openapi::openapi()),
-        (method, path) => match ROUTES.iter().find(|(route, _)| *route == path) {
+        (&Method::GET | &Method::HEAD, "/" | "/s/{id}") => Ok(playground::page(request.headers())),
+        (&Method::GET | &Method::HEAD, "/assets/{file}") => {
+            playground::asset(&path["/assets/".len()..], request.headers())
+        }
+        (method, route) => match ROUTES.iter().find(|(known, _)| *known == route) {
             Some((_, allow)) => Err(ApiError::method_not_allowed(method, path, allow)),
             None => Err(ApiError::not_found(path)),
         },
@@ -157,5 +177,11 @@ mod tests {
         assert_eq!(route_label("/metrics"), "/metrics");
         assert_eq!(route_label("/execute/"), "unmatched");
         assert_eq!(route_label("/random/path/123"), "unmatched");
+        assert_eq!(route_label("/"), "/");
+        assert_eq!(route_label("/s/9fQx-2_a"), "/s/{id}");
+        assert_eq!(route_label("/assets/app.0123abcd.js"), "/assets/{file}");
+        assert_eq!(route_label("/s/"), "unmatched");
+        assert_eq!(route_label("/s/a/b"), "unmatched");
+        assert_eq!(route_label("/assets"), "unmatched");
     }
 }
