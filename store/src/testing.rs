@@ -81,7 +81,13 @@ impl TempPostgres {
         if tls {
             pg.make_certificates();
         }
-        pg.launch();
+        // The port was free when picked; another process may take it first.
+        let mut attempts = 0;
+        while let Err(why) = pg.launch() {
+            attempts += 1;
+            assert!(attempts < 3, "{why}\n{}", pg.log_tail());
+            pg.port = free_port();
+        }
         pg.psql_in(
             "postgres",
             &format!("CREATE ROLE pyexec LOGIN PASSWORD '{}'", pg.password),
@@ -220,7 +226,9 @@ impl TempPostgres {
     /// Starts the stopped server again, on the same data and port.
     pub fn restart(&mut self) {
         assert!(self.server.is_none(), "the server is running");
-        self.launch();
+        if let Err(why) = self.launch() {
+            panic!("{why}\n{}", self.log_tail());
+        }
     }
 
     /// Freezes every process of the cluster (SIGSTOP): connections stay
@@ -387,7 +395,9 @@ impl TempPostgres {
         fs::set_permissions(dir.join("ca.pem"), fs::Permissions::from_mode(0o644)).expect("chmod");
     }
 
-    fn launch(&mut self) {
+    /// Starts the server and waits until it accepts connections; `Err` if it
+    /// exits first (e.g. its port was taken meanwhile).
+    fn launch(&mut self) -> Result<(), String> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -437,12 +447,12 @@ impl TempPostgres {
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
-                return;
+                return Ok(());
             }
             if let Some(server) = self.server.as_mut() {
                 if let Ok(Some(status)) = server.try_wait() {
                     self.server = None;
-                    panic!("postgres exited at start ({status})\n{}", self.log_tail());
+                    return Err(format!("postgres exited at start ({status})"));
                 }
             }
             assert!(
