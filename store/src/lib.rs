@@ -54,7 +54,7 @@
 //!   the ttl. Expiries use the database's clock (Postgres) or the host's
 //!   (SQLite, one host).
 //!
-//! Test support (feature `test-support`): [`testing::TempPostgres`], a
+//! Test support (feature `test-support`): `testing::TempPostgres`, a
 //! throwaway Postgres cluster.
 
 mod budgets;

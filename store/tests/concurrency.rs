@@ -113,11 +113,15 @@ async fn concurrency_slots_never_exceed_the_max() {
         // before a release, so never above what the store has granted.
         let in_use = Arc::new(AtomicI64::new(0));
         let peak = Arc::new(AtomicI64::new(0));
+        // Grants smaller than asked: the max was reached, so the check above
+        // was made under contention.
+        let short = Arc::new(AtomicI64::new(0));
         let tasks: Vec<_> = (0..TASKS)
             .map(|t| {
                 let store = stores[t % 2].clone();
                 let instance = InstanceId::parse(&format!("instance-{}", t % 4)).unwrap();
-                let (key, in_use, peak) = (key.clone(), in_use.clone(), peak.clone());
+                let (key, in_use, peak, short) =
+                    (key.clone(), in_use.clone(), peak.clone(), short.clone());
                 tokio::spawn(async move {
                     let mut dice = Dice(0x51ed_270b + t as u64);
                     for _ in 0..15 {
@@ -127,6 +131,9 @@ async fn concurrency_slots_never_exceed_the_max() {
                             .await
                             .unwrap();
                         assert!(got <= want);
+                        if got < want {
+                            short.fetch_add(1, Ordering::SeqCst);
+                        }
                         let now =
                             in_use.fetch_add(i64::from(got), Ordering::SeqCst) + i64::from(got);
                         assert!(now <= i64::from(max), "{now} slots in use, max {max}");
@@ -141,9 +148,12 @@ async fn concurrency_slots_never_exceed_the_max() {
         for task in tasks {
             task.await.unwrap();
         }
-        let peak = peak.load(Ordering::SeqCst);
-        eprintln!("{}: peak {peak} of {max}", fixture.backend());
-        assert_eq!(peak, i64::from(max), "the slots were contended");
+        let (peak, short) = (peak.load(Ordering::SeqCst), short.load(Ordering::SeqCst));
+        eprintln!(
+            "{}: peak {peak} of {max}, {short} grants short of the ask",
+            fixture.backend()
+        );
+        assert!(short > 0, "the slots were contended");
         for i in 0..4 {
             let instance = InstanceId::parse(&format!("instance-{i}")).unwrap();
             assert_eq!(
@@ -244,7 +254,7 @@ async fn slots_of_an_instance_that_stops_heart_beating_lapse() {
             InstanceId::parse("quiet").unwrap(),
             InstanceId::parse("busy").unwrap(),
         );
-        let ttl = scaled(Duration::from_secs(1));
+        let ttl = scaled(Duration::from_secs(2));
         // A key nobody else asks for: only `quiet`'s own heartbeat sees its
         // hold lapse.
         let alone = KeyId::parse("lapsekey0001").unwrap();
@@ -273,7 +283,7 @@ async fn slots_of_an_instance_that_stops_heart_beating_lapse() {
 
         // While `quiet` heart-beats, its holds live on past the ttl.
         for _ in 0..6 {
-            tokio::time::sleep(ttl / 3).await;
+            tokio::time::sleep(ttl / 4).await;
             let held = store.heartbeat(&quiet, ttl).await.unwrap();
             assert_eq!(held.len(), 1);
             assert_eq!(held[0].held, 2);

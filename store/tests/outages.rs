@@ -379,7 +379,6 @@ fn mount(args: &[&str], at: &Path) {
 /// An ext4 filesystem in a file, on a loop device, mounted for the test
 /// (root only); unmounted and detached on drop.
 struct Ext4 {
-    image: PathBuf,
     device: String,
     at: PathBuf,
 }
@@ -408,7 +407,6 @@ impl Ext4 {
         );
         let device = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let fs = Ext4 {
-            image,
             device,
             at: dir.join("fs"),
         };
@@ -439,9 +437,10 @@ impl Ext4 {
     /// What an operator does next: unmount, check, mount again.
     fn repair(&self) {
         run("umount", &[self.at.to_str().unwrap()]);
+        // Through the loop device, not the image file: the next mount reads
+        // the device's cache, which must see the checker's repairs.
         let status = Command::new("e2fsck")
-            .args(["-f", "-y"])
-            .arg(&self.image)
+            .args(["-f", "-y", &self.device])
             .stdout(std::process::Stdio::null())
             .status()
             .unwrap();
