@@ -35,11 +35,23 @@ pub enum Kind {
     ShuttingDown,
     NotFound,
     MethodNotAllowed,
+    /// No API key, or one the server does not accept (with keys on).
+    Unauthorized,
+    /// The key may not do this (delete another key's snippet).
+    Forbidden,
+    /// The key's requests per second.
+    RateLimited,
+    /// The key's jobs at once.
+    ConcurrencyLimited,
+    /// The key's CPU-seconds for today.
+    QuotaExceeded,
+    /// The store (keys, usage, snippets) can't be reached right now.
+    StoreUnavailable,
     Internal,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 26] = [
         Kind::InvalidRequest,
         Kind::UnsupportedMediaType,
         Kind::ScriptTooLarge,
@@ -59,6 +71,12 @@ impl Kind {
         Kind::ShuttingDown,
         Kind::NotFound,
         Kind::MethodNotAllowed,
+        Kind::Unauthorized,
+        Kind::Forbidden,
+        Kind::RateLimited,
+        Kind::ConcurrencyLimited,
+        Kind::QuotaExceeded,
+        Kind::StoreUnavailable,
         Kind::Internal,
     ];
 
@@ -83,6 +101,12 @@ impl Kind {
             Kind::ShuttingDown => "shutting_down",
             Kind::NotFound => "not_found",
             Kind::MethodNotAllowed => "method_not_allowed",
+            Kind::Unauthorized => "unauthorized",
+            Kind::Forbidden => "forbidden",
+            Kind::RateLimited => "rate_limited",
+            Kind::ConcurrencyLimited => "concurrency_limited",
+            Kind::QuotaExceeded => "quota_exceeded",
+            Kind::StoreUnavailable => "store_unavailable",
             Kind::Internal => "internal",
         }
     }
@@ -100,6 +124,11 @@ impl Kind {
                 | Kind::RequestTimeout
                 | Kind::Overloaded
                 | Kind::ShuttingDown
+                | Kind::Unauthorized
+                | Kind::RateLimited
+                | Kind::ConcurrencyLimited
+                | Kind::QuotaExceeded
+                | Kind::StoreUnavailable
         )
     }
 
@@ -109,7 +138,8 @@ impl Kind {
     pub fn job_outcomes() -> Vec<&'static str> {
         let failures = Kind::ALL.into_iter().filter(|k| {
             *k == Kind::InvalidRequest
-                || !k.refuses() && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed)
+                || !k.refuses()
+                    && !matches!(k, Kind::NotFound | Kind::MethodNotAllowed | Kind::Forbidden)
         });
         std::iter::once("ok")
             .chain(failures.map(Kind::as_str))

@@ -31,6 +31,7 @@
 pub mod callers;
 pub mod config;
 pub mod http;
+pub mod keys_cli;
 pub mod kind;
 pub mod logging;
 pub mod metrics;
@@ -87,7 +88,8 @@ const POOL_SHUTDOWN_OVERRUN: Duration = Duration::from_millis(700);
 ///    `shutting_down` (a running job's lease is dropped, which stops its
 ///    worker) and their connections closed after [`ANSWER_FLUSH`];
 /// 3. the pool shuts down (idle workers stopped, spawns and reaps awaited),
-///    for at most [`POOL_SHUTDOWN_OVERRUN`] past the grace period.
+///    for at most [`POOL_SHUTDOWN_OVERRUN`] past the grace period, while the
+///    usage of the jobs that ended is written to the store.
 pub async fn run<S: Sandbox>(
     listener: TcpListener,
     state: Arc<AppState<S>>,
@@ -138,11 +140,14 @@ pub async fn run<S: Sandbox>(
     // Each connection gives up by itself after ANSWER_FLUSH; this only waits.
     connections.wait().await;
 
+    // The pool stops while the usage of the jobs that ended is written.
     let pool_deadline = signalled + state.shutdown_grace + POOL_SHUTDOWN_OVERRUN;
-    if tokio::time::timeout_at(pool_deadline.into(), state.pool.shutdown())
-        .await
-        .is_err()
-    {
+    let within = pool_deadline.saturating_duration_since(Instant::now());
+    let (pool, _unwritten) = tokio::join!(
+        tokio::time::timeout_at(pool_deadline.into(), state.pool.shutdown()),
+        state.callers.close(within),
+    );
+    if pool.is_err() {
         tracing::warn!(
             "the pool did not stop within the shutdown deadline; exiting without waiting for it"
         );

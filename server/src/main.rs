@@ -13,7 +13,11 @@ const EXIT_START_FAILED: u8 = 1;
 const RUNTIME_EXIT: Duration = Duration::from_millis(50);
 
 fn main() -> ExitCode {
-    if let Some(arg) = std::env::args().nth(1) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("keys") {
+        return keys(&args[1..]);
+    }
+    if let Some(arg) = args.first() {
         return match arg.as_str() {
             "--help" | "-h" => {
                 println!(
@@ -31,7 +35,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             other => {
-                eprintln!("pyexec: unknown argument {other:?}; it takes none (see --help)");
+                eprintln!(
+                    "pyexec: unknown argument {other:?}; it takes none but `keys …` (see --help)"
+                );
                 ExitCode::from(EXIT_BAD_CONFIG)
             }
         };
@@ -69,6 +75,49 @@ fn main() -> ExitCode {
             // stderr for a person at a terminal, the log for Cloud Logging.
             eprintln!("pyexec: {error:#}");
             tracing::error!(error = %format!("{error:#}"), "pyexec could not start");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    }
+}
+
+/// `pyexec keys …`: manage API keys in the server's store, then exit.
+fn keys(args: &[String]) -> ExitCode {
+    use pyexec_server::keys_cli::{self, Failure};
+    let config = match Config::from_env(|name| std::env::var(name).ok()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("pyexec: {error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pyexec: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    let ran = runtime.block_on(async {
+        tokio::time::timeout(keys_cli::COMMAND_TIMEOUT, keys_cli::run(args, &config)).await
+    });
+    match ran {
+        Ok(Ok(output)) => {
+            println!("{output}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(Failure::Usage(message))) => {
+            eprintln!("{message}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Ok(Err(Failure::Store(message))) => {
+            eprintln!("{message}");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+        Err(_) => {
+            eprintln!("pyexec keys: the store did not answer in time");
             ExitCode::from(EXIT_START_FAILED)
         }
     }

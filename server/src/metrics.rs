@@ -5,12 +5,13 @@
 //! events ([`crate::pool_events`]); the pool gauges are read from
 //! `Pool::status()` at scrape time, so they can never drift from the truth.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use pyexec_worker::PoolStatus;
 
@@ -56,6 +57,48 @@ pub struct Metrics {
     pub zygote_generation: IntGauge,
     build_info: IntGaugeVec,
     build: Mutex<BuildInfo>,
+    /// Jobs and CPU-seconds per API key (`key` = its public id).
+    pub keys: KeyMetrics,
+    /// 1 while the store (keys, usage, snippets) answers, 0 while it doesn't.
+    pub store_up: IntGauge,
+    /// Jobs whose usage is metered and not yet written to the store.
+    pub usage_unwritten: IntGauge,
+    /// Jobs whose usage was lost: the table of unwritten usage was full.
+    pub usage_dropped: IntCounter,
+}
+
+/// Per-key series with a bounded set of `key` labels: the first
+/// `max_keys` keys seen get their own, the rest share `other`, so a scrape
+/// never grows with the number of keys.
+pub struct KeyMetrics {
+    jobs: IntCounterVec,
+    cpu: CounterVec,
+    labelled: Mutex<HashSet<String>>,
+    max_keys: usize,
+}
+
+/// The `key` label of keys beyond `PYEXEC_METRICS_MAX_KEYS`.
+pub const OTHER_KEYS: &str = "other";
+
+impl KeyMetrics {
+    /// A job of key `id` ended, having used `cpu_seconds`.
+    pub fn job(&self, id: &str, cpu_seconds: f64) {
+        let label = self.label(id);
+        self.jobs.with_label_values(&[&label]).inc();
+        self.cpu.with_label_values(&[&label]).inc_by(cpu_seconds);
+    }
+
+    fn label(&self, id: &str) -> String {
+        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
+        if labelled.contains(id) {
+            return id.to_string();
+        }
+        if labelled.len() < self.max_keys {
+            labelled.insert(id.to_string());
+            return id.to_string();
+        }
+        OTHER_KEYS.to_string()
+    }
 }
 
 /// Bucket bounds on a 1-2.5-5 ladder from 1 ms up to the first bound past
@@ -89,6 +132,7 @@ impl Metrics {
         job_timeout: Duration,
         wait_timeout: Duration,
         spawn_timeout: Duration,
+        max_keys: usize,
     ) -> prometheus::Result<Metrics> {
         let registry = Registry::new();
         let job_buckets = buckets(job_timeout);
@@ -197,6 +241,36 @@ impl Metrics {
                 &["version", "isolation", "nsjail_version", "python_version", "numpy_version", "pandas_version"],
             )?,
             build: Mutex::new(BuildInfo::default()),
+            keys: KeyMetrics {
+                jobs: IntCounterVec::new(
+                    Opts::new(
+                        "pyexec_key_jobs_total",
+                        "Jobs run per API key (its public id; keys beyond PYEXEC_METRICS_MAX_KEYS count as \"other\").",
+                    ),
+                    &["key"],
+                )?,
+                cpu: CounterVec::new(
+                    Opts::new(
+                        "pyexec_key_cpu_seconds_total",
+                        "CPU-seconds of jobs per API key, from their cgroups (keys beyond PYEXEC_METRICS_MAX_KEYS count as \"other\").",
+                    ),
+                    &["key"],
+                )?,
+                labelled: Mutex::new(HashSet::new()),
+                max_keys,
+            },
+            store_up: IntGauge::new(
+                "pyexec_store_up",
+                "1 while the store (keys, usage, snippets) answers, 0 while it is unreachable.",
+            )?,
+            usage_unwritten: IntGauge::new(
+                "pyexec_usage_unwritten_jobs",
+                "Jobs whose usage is metered in memory and not yet written to the store.",
+            )?,
+            usage_dropped: IntCounter::new(
+                "pyexec_usage_dropped_jobs_total",
+                "Jobs whose usage was lost because the table of unwritten usage was full (the store unreachable for long).",
+            )?,
             registry,
         };
         let r = &metrics.registry;
@@ -220,6 +294,11 @@ impl Metrics {
         r.register(Box::new(metrics.zygote_failures.clone()))?;
         r.register(Box::new(metrics.zygote_generation.clone()))?;
         r.register(Box::new(metrics.build_info.clone()))?;
+        r.register(Box::new(metrics.keys.jobs.clone()))?;
+        r.register(Box::new(metrics.keys.cpu.clone()))?;
+        r.register(Box::new(metrics.store_up.clone()))?;
+        r.register(Box::new(metrics.usage_unwritten.clone()))?;
+        r.register(Box::new(metrics.usage_dropped.clone()))?;
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -331,6 +410,7 @@ mod tests {
             Duration::from_secs(10),
             Duration::from_secs(5),
             Duration::from_secs(30),
+            10,
         )
         .unwrap();
         m.jobs.with_label_values(&["ok"]).inc();

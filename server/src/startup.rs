@@ -9,6 +9,7 @@ use anyhow::Context;
 use pyexec_worker::{ForkSandbox, Sandbox, SpawnSandbox};
 use tokio::net::TcpListener;
 
+use crate::callers::{AuthMode, Callers, CallersConfig, KeyDefaults};
 use crate::config::{Config, Isolation};
 use crate::metrics::{BuildInfo, Metrics};
 use crate::pool_events::ZygoteEvents;
@@ -17,14 +18,20 @@ use crate::state::AppState;
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     log_config(&config);
     let metrics = Arc::new(
-        Metrics::new(config.timeout, config.queue_timeout, config.spawn_timeout)
-            .context("setting up the metrics registry")?,
+        Metrics::new(
+            config.timeout,
+            config.queue_timeout,
+            config.spawn_timeout,
+            config.metrics_max_keys,
+        )
+        .context("setting up the metrics registry")?,
     );
+    let callers = start_callers(&config).await?;
     let cannot = "the sandbox cannot be set up";
     match config.isolation {
         Isolation::Spawn => {
             let sandbox = SpawnSandbox::new(config.nsjail_config()).context(cannot)?;
-            serve_on(config, sandbox, metrics).await
+            serve_on(config, sandbox, metrics, callers).await
         }
         Isolation::Fork => {
             let events = Arc::new(ZygoteEvents::new(metrics.clone()));
@@ -33,7 +40,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 ForkSandbox::start(config.nsjail_config(), config.recycling(), load, events)
                     .await
                     .context(cannot)?;
-            serve_on(config, sandbox, metrics).await
+            serve_on(config, sandbox, metrics, callers).await
         }
     }
 }
@@ -44,6 +51,7 @@ async fn serve_on<S: Sandbox>(
     config: Config,
     sandbox: S,
     metrics: Arc<Metrics>,
+    callers: Arc<Callers>,
 ) -> anyhow::Result<()> {
     let sandbox = Arc::new(sandbox);
     let report = match sandbox.self_check().await {
@@ -84,11 +92,85 @@ async fn serve_on<S: Sandbox>(
     };
     let address = listener.local_addr().context("reading the bound address")?;
 
-    let state = AppState::start(&config, sandbox.clone(), metrics);
+    let state = AppState::start(&config, sandbox.clone(), metrics, callers);
     tracing::info!(address = %address, port = address.port(), "listening");
     crate::run(listener, state, crate::shutdown::signal_received()).await;
     close(&sandbox).await;
     Ok(())
+}
+
+/// The store and the callers module. With keys, a store that can't be opened
+/// (unwritable, corrupt, a newer schema, an unreachable database) stops the
+/// start, saying why; without keys it only costs the snippets, and a warning.
+pub async fn start_callers(config: &Config) -> anyhow::Result<Arc<Callers>> {
+    let mut store_config = pyexec_store::StoreConfig::new(&config.data_dir);
+    store_config.database_url = config.database_url.as_ref().map(|u| u.expose().to_string());
+    let store = match pyexec_store::open(store_config).await {
+        Ok(store) => {
+            tracing::info!(store = %store.describe(), "store open");
+            Some(store)
+        }
+        Err(error) if config.auth == AuthMode::Keys => {
+            return Err(anyhow::anyhow!("{error}")).context(
+                "the store of API keys cannot be opened, and PYEXEC_AUTH=keys needs it \
+                 (PYEXEC_DATA_DIR, or PYEXEC_DATABASE_URL)",
+            );
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                "the store cannot be opened: saved snippets are unavailable (answers 503 store_unavailable)"
+            );
+            None
+        }
+    };
+    if config.auth == AuthMode::None {
+        tracing::warn!(
+            "PYEXEC_AUTH=none: anyone who can reach this port can run code here; set PYEXEC_AUTH=keys to require API keys"
+        );
+    }
+    let callers_config = CallersConfig {
+        auth: config.auth,
+        defaults: KeyDefaults {
+            rate_per_s: config.key_rate,
+            burst: config.key_burst,
+            max_concurrent: config.key_max_concurrent,
+            cpu_s_per_day: config.key_cpu_s_per_day,
+            weight: config.key_weight,
+        },
+        server_timeout: config.timeout,
+        server_memory_mb: config.memory_mb,
+        refresh_every: KEY_REFRESH,
+        meter_every: METER_EVERY,
+        meter_max_rows: METER_MAX_ROWS,
+    };
+    Callers::start(callers_config, store, instance_id())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("reading the API keys from the store")
+}
+
+/// How often the key cache is refreshed from the store: a key revoked or
+/// changed elsewhere takes effect within this (the promise is 5 s).
+const KEY_REFRESH: Duration = Duration::from_secs(2);
+/// How often metered usage is written.
+const METER_EVERY: Duration = Duration::from_secs(1);
+/// Rows of usage (key × hour × outcome) held while the store is away: a row
+/// is about 100 bytes, so 10 MB at most.
+const METER_MAX_ROWS: usize = 100_000;
+
+/// This process's id in the store's usage batches and slot holds: random,
+/// so that two servers (or one restarted) never share one.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Not random, still unique enough per process and start.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = (now ^ u64::from(std::process::id())).to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How long closing the sandbox may take at exit: ending a zygote and
@@ -112,6 +194,9 @@ fn log_config(config: &Config) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         port = config.port,
+        auth = config.auth.as_str(),
+        data_dir = %config.data_dir.display(),
+        database = if config.database_url.is_some() { "postgres (PYEXEC_DATABASE_URL)" } else { "embedded" },
         isolation = config.isolation.as_str(),
         timeout_s = config.timeout.as_secs_f64(),
         cpu_seconds = config.cpu_seconds(),

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use pyexec_worker::{FileCaps, Pool, Sandbox};
 
-use crate::config::Config;
+use crate::callers::Callers;
+use crate::config::{Config, Isolation};
 use crate::kind::Kind;
 use crate::metrics::Metrics;
 use crate::pool_events::PoolEvents;
@@ -49,6 +50,9 @@ impl Limits {
 
 pub struct AppState<S: Sandbox> {
     pub pool: Pool<S>,
+    /// Who calls: keys, their limits, their usage; the store behind them.
+    pub callers: Arc<Callers>,
+    pub isolation: Isolation,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
@@ -67,13 +71,20 @@ impl<S: Sandbox> AppState<S> {
     /// Starts the pool on `sandbox`, which must already have passed its
     /// self-check: the server never serves on an unchecked sandbox. Must be
     /// called inside a tokio runtime.
-    pub fn start(config: &Config, sandbox: S, metrics: Arc<Metrics>) -> Arc<AppState<S>> {
+    pub fn start(
+        config: &Config,
+        sandbox: S,
+        metrics: Arc<Metrics>,
+        callers: Arc<Callers>,
+    ) -> Arc<AppState<S>> {
         metrics.declare_labels(&Kind::job_outcomes(), &Kind::rejection_reasons());
         let readiness = Arc::new(Readiness::new());
         let events = Arc::new(PoolEvents::new(metrics.clone(), readiness.clone()));
         let pool = Pool::start(sandbox, config.pool_config(), events);
         Arc::new(AppState {
             pool,
+            callers,
+            isolation: config.isolation,
             limits: Limits::from_config(config),
             metrics,
             readiness,

@@ -310,7 +310,12 @@ async fn a_broken_sandbox_is_not_ready() {
         spawn_delay: Duration::from_millis(500),
         ..FakeSandbox::default()
     };
-    let env: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let data_dir = tempfile::tempdir().unwrap();
+    let env: std::collections::HashMap<String, String> = [(
+        "PYEXEC_DATA_DIR".to_string(),
+        data_dir.path().display().to_string(),
+    )]
+    .into();
     let config =
         pyexec_server::config::Config::from_env_with_cpus(|n| env.get(n).cloned(), 2).unwrap();
     let metrics = std::sync::Arc::new(
@@ -318,10 +323,14 @@ async fn a_broken_sandbox_is_not_ready() {
             config.timeout,
             config.queue_timeout,
             config.spawn_timeout,
+            config.metrics_max_keys,
         )
         .unwrap(),
     );
-    let state = pyexec_server::AppState::start(&config, sandbox, metrics);
+    let callers = pyexec_server::startup::start_callers(&config)
+        .await
+        .unwrap();
+    let state = pyexec_server::AppState::start(&config, sandbox, metrics, callers);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -88,7 +88,7 @@ impl KeyCache {
     }
 
     /// How many keys the copy holds.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         read(&self.entries).len()
     }
 
@@ -191,6 +191,11 @@ impl KeyCache {
 }
 
 impl KeyEntry {
+    /// CPU-seconds left today under `quota_s`, and seconds until the day ends.
+    pub fn cpu_left(&self, quota_s: f64) -> (f64, u64) {
+        self.gate.cpu_left(quota_s)
+    }
+
     /// Jobs of this key running now.
     pub fn jobs_in_flight(&self) -> u32 {
         self.jobs_in_flight.load(Ordering::SeqCst)

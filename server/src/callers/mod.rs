@@ -38,8 +38,10 @@ use pyexec_store::{parse_token, KeyId, KeyRecord, Store, StoreError, UsageFilter
 use tokio_util::sync::CancellationToken;
 
 use keys::{KeyCache, KeyEntry, Lookup};
-use limits::{JobPermit, KeyDefaults, Policy, RateStanding};
-use meter::{JobUsage, Meter};
+pub use limits::KeyDefaults;
+use limits::{JobPermit, Policy, RateStanding};
+pub use meter::JobUsage;
+use meter::Meter;
 
 /// How callers are told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +87,8 @@ pub enum Refusal {
     Unauthorized,
     RateLimited {
         retry_after: Duration,
+        /// Where the key stands (`RateLimit-Policy`, `RateLimit`).
+        fields: Option<(String, String)>,
     },
     ConcurrencyLimited {
         max: u32,
@@ -231,7 +235,7 @@ impl Callers {
     }
 
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        self.keys.count()
     }
 
     /// Who sent `headers`, and its rate standing after this request.
@@ -256,10 +260,22 @@ impl Callers {
             return Err(Refusal::Unauthorized);
         }
         let policy = entry.policy();
-        let rate = entry
-            .gate
-            .take_request(&policy)
-            .map_err(|retry_after| Refusal::RateLimited { retry_after })?;
+        let rate = entry.gate.take_request(&policy).map_err(|retry_after| {
+            let standing = RateStanding {
+                remaining: 0,
+                reset_s: retry_after.as_secs_f64().ceil() as u64,
+            };
+            let cpu = policy.cpu_s_per_day.map(|q| entry.gate.cpu_left(q));
+            Refusal::RateLimited {
+                retry_after,
+                fields: limits::ratelimit_fields(
+                    &policy,
+                    Some(standing),
+                    entry.jobs_in_flight(),
+                    cpu,
+                ),
+            }
+        })?;
         Ok(Caller {
             key: Some(entry),
             rate,

@@ -55,6 +55,36 @@ pub enum LogFormat {
     Text,
 }
 
+/// A Postgres connection string. It may hold a password: it is never
+/// printed, logged or put in an error (its `Debug` says only that it is set).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// A `postgres://` / `postgresql://` URL, or libpq's `key=value` form.
+    pub fn parse(raw: &str) -> Result<DatabaseUrl, String> {
+        let raw = raw.trim();
+        let url = raw.starts_with("postgres://") || raw.starts_with("postgresql://");
+        let keywords = raw.contains('=') && !raw.contains("://");
+        if url || keywords {
+            Ok(DatabaseUrl(raw.to_string()))
+        } else {
+            Err("a Postgres connection string: postgres://user:password@host:port/database, or host=… dbname=… (libpq's key=value form)".into())
+        }
+    }
+
+    /// The string itself, for the store to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
 impl Config {
     /// Reads the configuration through `env` (`std::env::var(..).ok()` in
     /// production, a map in tests), with defaults derived from this host.

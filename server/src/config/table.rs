@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::vars::DefaultValue::{Derived, Text};
 use super::vars::{cgroup_name, choice, number, path, seconds, variables};
-use super::{Isolation, LogFormat};
+use super::{DatabaseUrl, Isolation, LogFormat};
+use crate::callers::AuthMode;
 
 variables! {
     port: u16 = PORT {
@@ -315,6 +316,82 @@ variables! {
         default: Text("json"),
         meaning: "json (one Cloud Logging object per line) or text (for a terminal)",
         parse: |s| choice(s, &[("json", LogFormat::Json), ("text", LogFormat::Text)]),
+    },
+
+    auth: AuthMode = AUTH {
+        name: "PYEXEC_AUTH",
+        default: Text("none"),
+        meaning: "none: anyone who reaches the port can run code (one anonymous caller, no limits beyond the server's); keys: every API request needs Authorization: Bearer <token> of a key made with `pyexec keys create` (docs/callers.md)",
+        parse: |s| choice(s, &[("none", AuthMode::None), ("keys", AuthMode::Keys)]),
+    },
+
+    data_dir: PathBuf = DATA_DIR {
+        name: "PYEXEC_DATA_DIR",
+        default: Text("/var/lib/pyexec"),
+        meaning: "directory of the embedded store (keys, usage, snippets: pyexec.sqlite3), made on first start; unused with PYEXEC_DATABASE_URL",
+        parse: path,
+    },
+
+    database_url: Option<DatabaseUrl> = DATABASE_URL {
+        name: "PYEXEC_DATABASE_URL",
+        default: Derived {
+            shown: "(unset: the embedded store)",
+            derive: |_| Ok(None),
+        },
+        meaning: "postgres://… (or key=value form): keep keys, usage and snippets in Postgres, shared by every instance; never logged",
+        parse: |s| DatabaseUrl::parse(s).map(Some),
+    },
+
+    key_rate: Option<f64> = KEY_RATE {
+        name: "PYEXEC_KEY_RATE",
+        default: Text("10"),
+        meaning: "requests per second a key may make unless it has its own rate (0: no limit); with keys only",
+        parse: |s| {
+            number(s, "a number of requests per second, 0 for no limit", |n: &f64| {
+                n.is_finite() && *n >= 0.0
+            })
+            .map(|n| (n > 0.0).then_some(n))
+        },
+    },
+
+    key_burst: u32 = KEY_BURST {
+        name: "PYEXEC_KEY_BURST",
+        default: Text("20"),
+        meaning: "requests a key may make at once above its rate unless it has its own burst",
+        parse: |s| number(s, "a positive number of requests", |n| *n > 0),
+    },
+
+    key_max_concurrent: Option<u32> = KEY_MAX_CONCURRENT {
+        name: "PYEXEC_KEY_MAX_CONCURRENT",
+        default: Text("0"),
+        meaning: "jobs a key may run at once unless it has its own cap (0: only the server's PYEXEC_MAX_JOBS)",
+        parse: |s| number(s, "a number of jobs, 0 for no cap", |_: &u32| true).map(|n| (n > 0).then_some(n)),
+    },
+
+    key_cpu_s_per_day: Option<f64> = KEY_CPU_S_PER_DAY {
+        name: "PYEXEC_KEY_CPU_S_PER_DAY",
+        default: Text("0"),
+        meaning: "CPU-seconds of jobs a key may use per UTC day unless it has its own quota (0: no quota)",
+        parse: |s| {
+            number(s, "a number of CPU-seconds, 0 for no quota", |n: &f64| {
+                n.is_finite() && *n >= 0.0
+            })
+            .map(|n| (n > 0.0).then_some(n))
+        },
+    },
+
+    key_weight: u32 = KEY_WEIGHT {
+        name: "PYEXEC_KEY_WEIGHT",
+        default: Text("1"),
+        meaning: "a key's share of the pool when requests queue (served in turn, this many per turn) unless it has its own weight",
+        parse: |s| number(s, "a weight from 1 to 1000", |n| (1..=1000).contains(n)),
+    },
+
+    metrics_max_keys: usize = METRICS_MAX_KEYS {
+        name: "PYEXEC_METRICS_MAX_KEYS",
+        default: Text("100"),
+        meaning: "keys with their own label in the per-key metrics; the others are counted as key=\"other\"",
+        parse: |s| number(s, "a number of keys", |_| true),
     },
 
     gcp_project: Option<String> = GCP_PROJECT {

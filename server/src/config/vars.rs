@@ -10,6 +10,10 @@ use std::time::Duration;
 
 use super::host::Host;
 
+/// Variables whose value may hold a secret: an error about one never
+/// repeats its value.
+pub const SECRET_VARIABLES: &[&str] = &["PYEXEC_DATABASE_URL"];
+
 /// One environment variable the server reads.
 pub struct Var<T> {
     pub name: &'static str,
@@ -75,7 +79,11 @@ impl<'a> Env<'a> {
     pub fn read<T>(&self, var: &Var<T>) -> Result<T, ConfigError> {
         let invalid = |value: &str, expected| ConfigError::Invalid {
             name: var.name,
-            value: value.to_string(),
+            value: if SECRET_VARIABLES.contains(&var.name) {
+                "<redacted>".into()
+            } else {
+                value.to_string()
+            },
             expected,
         };
         match (self.lookup)(var.name).filter(|v| !v.trim().is_empty()) {

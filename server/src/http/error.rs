@@ -1,7 +1,7 @@
 //! Every error the API answers: one [`ApiError`] type whose [`ApiError::status`]
 //! match is the README's status table, rendered as the JSON error body.
 
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderName, HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use pyexec_worker::{CheckoutError, JobFailure};
 use serde::Serialize;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::script_output::ScriptOutput;
 use super::{json_response, Body};
+use crate::callers::{Refusal, CHALLENGE};
 pub use crate::kind::Kind;
 use crate::state::Limits;
 
@@ -21,11 +22,12 @@ pub struct ApiError {
     pub traceback: Option<String>,
     /// What the script printed, when it ran.
     pub output: Option<Box<ScriptOutput>>,
-    /// The methods a path allows (405 only).
-    pub allow: Option<&'static str>,
     pub detail: Option<String>,
     /// A job ran for this request: the answer is its outcome, not a refusal.
     pub job_ran: bool,
+    /// Headers the answer carries besides its own: `Allow` (405), a
+    /// `Retry-After` other than the usual 1 s, a key's `RateLimit` fields.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// What a client that got 503 should wait before retrying, in seconds: a
@@ -61,6 +63,12 @@ impl ApiError {
             Kind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::ConcurrencyLimited => StatusCode::TOO_MANY_REQUESTS,
+            Kind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
+            Kind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,10 +80,74 @@ impl ApiError {
             line: None,
             traceback: None,
             output: None,
-            allow: None,
             detail: None,
             job_ran: false,
+            headers: Vec::new(),
         }
+    }
+
+    /// A request refused by the callers module: its key, its limits, or
+    /// the store behind them.
+    pub fn from_refusal(refusal: &Refusal) -> ApiError {
+        match refusal {
+            Refusal::Unauthorized => ApiError::new(
+                Kind::Unauthorized,
+                "a valid API key is required: send Authorization: Bearer <token> (pyexec keys create makes one)",
+            ),
+            Refusal::RateLimited {
+                retry_after,
+                fields,
+            } => ApiError {
+                headers: fields
+                    .as_ref()
+                    .map_or_else(Vec::new, ratelimit_headers)
+                    .into_iter()
+                    .chain([retry(whole_seconds(*retry_after))])
+                    .collect(),
+                ..ApiError::new(
+                    Kind::RateLimited,
+                    format!(
+                        "this key sent more requests than its rate allows; retry in {} s",
+                        whole_seconds(*retry_after)
+                    ),
+                )
+            },
+            Refusal::ConcurrencyLimited { max } => ApiError {
+                headers: vec![retry(1)],
+                ..ApiError::new(
+                    Kind::ConcurrencyLimited,
+                    format!("this key already runs its {max} jobs at once; retry when one ends"),
+                )
+            },
+            Refusal::QuotaExceeded {
+                quota_s,
+                retry_after,
+            } => ApiError {
+                headers: vec![retry(whole_seconds(*retry_after))],
+                ..ApiError::new(
+                    Kind::QuotaExceeded,
+                    format!(
+                        "this key used its {} CPU-seconds for today (UTC); it renews in {} s",
+                        seconds(Duration::from_secs_f64(*quota_s)),
+                        whole_seconds(*retry_after)
+                    ),
+                )
+            },
+            Refusal::StoreUnavailable => ApiError {
+                headers: vec![retry(5)],
+                ..ApiError::new(
+                    Kind::StoreUnavailable,
+                    "the service cannot check this key right now (its store is unreachable); retry shortly",
+                )
+            },
+        }
+    }
+
+    /// A request's own `limits` above what its key may ask for.
+    pub fn over_key_ceiling(what: &str, asked: String, ceiling: String) -> ApiError {
+        ApiError::invalid_request(format!(
+            "limits.{what} is {asked}, above this key's ceiling of {ceiling}"
+        ))
     }
 
     pub fn invalid_request(message: impl Into<String>) -> ApiError {
@@ -99,7 +171,7 @@ impl ApiError {
 
     pub fn method_not_allowed(method: &hyper::Method, path: &str, allow: &'static str) -> ApiError {
         ApiError {
-            allow: Some(allow),
+            headers: vec![(ALLOW, HeaderValue::from_static(allow))],
             ..ApiError::new(
                 Kind::MethodNotAllowed,
                 format!("{path} does not accept {method}; it accepts {allow}"),
@@ -240,18 +312,42 @@ impl ApiError {
         };
         let mut response = json_response(status, &body);
         let headers = response.headers_mut();
-        if let Some(allow) = self.allow {
-            headers.insert(ALLOW, HeaderValue::from_static(allow));
-        }
         if matches!(
             self.kind,
             Kind::Overloaded | Kind::ShuttingDown | Kind::WorkerLost
         ) {
             headers.insert(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS));
         }
+        if self.kind == Kind::Unauthorized {
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
         debug_assert!(headers.contains_key(CONTENT_TYPE));
         response
     }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` fields, as headers.
+pub fn ratelimit_headers((policy, standing): &(String, String)) -> Vec<(HeaderName, HeaderValue)> {
+    let mut headers = Vec::new();
+    for (name, value) in [("ratelimit-policy", policy), ("ratelimit", standing)] {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.push((HeaderName::from_static(name), value));
+        }
+    }
+    headers
+}
+
+/// `Retry-After: <seconds>`.
+fn retry(seconds: u64) -> (HeaderName, HeaderValue) {
+    (RETRY_AFTER, HeaderValue::from(seconds))
+}
+
+/// A wait in whole seconds, rounded up, at least 1 (Retry-After's unit).
+fn whole_seconds(d: Duration) -> u64 {
+    (d.as_secs_f64().ceil() as u64).max(1)
 }
 
 /// `10` or `2.5`, for messages.
@@ -297,7 +393,12 @@ mod tests {
                 "input_too_large",
                 "request_timeout",
                 "overloaded",
-                "shutting_down"
+                "shutting_down",
+                "unauthorized",
+                "rate_limited",
+                "concurrency_limited",
+                "quota_exceeded",
+                "store_unavailable"
             ]
         );
     }
@@ -325,6 +426,12 @@ mod tests {
             ("shutting_down", 503),
             ("not_found", 404),
             ("method_not_allowed", 405),
+            ("unauthorized", 401),
+            ("forbidden", 403),
+            ("rate_limited", 429),
+            ("concurrency_limited", 429),
+            ("quota_exceeded", 429),
+            ("store_unavailable", 503),
             ("internal", 500),
         ];
         assert_eq!(table.len(), Kind::ALL.len());

@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 
 use super::body::{check_content_type, read_body, too_large};
 use super::error::ApiError;
-use super::request::{parse_request, ExecuteRequest, Script};
-use super::script_output::{millis, ScriptOutput};
+use super::request::{parse_request, Ceilings, ExecuteRequest, Script};
+use super::script_output::{micros, millis, ScriptOutput};
 use super::{json_response, Body};
+use crate::callers::{Caller, JobUsage};
 use crate::kind::Kind;
 use crate::state::AppState;
 
@@ -40,6 +41,7 @@ struct Success<'a> {
 pub async fn handle<S: Sandbox>(
     state: &AppState<S>,
     request: Request<Incoming>,
+    caller: &Caller,
 ) -> Result<Response<Body>, ApiError> {
     if state.drain.is_draining() {
         return Err(ApiError::shutting_down());
@@ -47,7 +49,7 @@ pub async fn handle<S: Sandbox>(
     let job_started = AtomicBool::new(false);
     match state
         .drain
-        .unless_aborted(execute(state, request, &job_started))
+        .unless_aborted(execute(state, request, caller, &job_started))
         .await
     {
         Some(answer) => answer,
@@ -59,6 +61,7 @@ pub async fn handle<S: Sandbox>(
 async fn execute<S: Sandbox>(
     state: &AppState<S>,
     request: Request<Incoming>,
+    caller: &Caller,
     job_started: &AtomicBool,
 ) -> Result<Response<Body>, ApiError> {
     check_content_type(request.headers())?;
@@ -78,17 +81,22 @@ async fn execute<S: Sandbox>(
         },
         input,
         limits: job_limits,
-    } = parse_request(&body, &state.limits)?;
+    } = parse_request(&body, &state.limits, &ceilings(caller, &state.limits))?;
     // One copy of the input, as sent, for the job frame; the body goes.
     let input = input.map(ToOwned::to_owned);
     drop(body);
     let input_bytes = input.as_ref().map_or(0, |i| i.get().len());
     let script_sha256 = hex(&Sha256::digest(script.as_bytes()));
 
+    // Held until the job's answer: the key's jobs at once.
+    let _permit = state
+        .callers
+        .admit_job(caller)
+        .map_err(|refusal| ApiError::from_refusal(&refusal))?;
     let asked = Instant::now();
     let lease = state
         .pool
-        .checkout(pyexec_worker::Caller::ANONYMOUS)
+        .checkout(caller.pool_caller())
         .await
         .map_err(ApiError::from_checkout)?;
     let queue_wait = asked.elapsed();
@@ -121,10 +129,26 @@ async fn execute<S: Sandbox>(
         ),
         Err(_) => (0, 0),
     };
+    if let Some(key) = caller.key_id() {
+        let cpu = report.usage.cpu.unwrap_or_default();
+        state.metrics.keys.job(key.as_str(), cpu.as_secs_f64());
+        state.callers.meter_job(
+            caller,
+            JobUsage {
+                key,
+                at: crate::callers::limits::unix_seconds(),
+                outcome,
+                cpu_us: micros(cpu),
+                wall_us: micros(report.run_time),
+                peak_memory_bytes: report.usage.peak_memory_bytes.unwrap_or(0),
+            },
+        );
+    }
     // Never the script, its input or its output: only what identifies and
     // measures it.
     tracing::info!(
         outcome,
+        key = caller.key_id().as_ref().map(|k| k.as_str()),
         queue_wait_ms = millis(queue_wait),
         run_ms = output.duration_ms,
         worker_id = report.worker_id,
@@ -173,6 +197,18 @@ impl Drop for AbandonedJob {
             worker_id = self.worker_id,
             "the request ended before its job finished (client gone, or aborted at shutdown); the worker was stopped"
         );
+    }
+}
+
+/// The ceilings on the request's own limits: its key's, else the server's.
+fn ceilings(caller: &Caller, limits: &crate::state::Limits) -> Ceilings {
+    match caller.ceilings() {
+        Some((timeout, memory_mb)) => Ceilings {
+            timeout,
+            memory_mb,
+            of_key: true,
+        },
+        None => Ceilings::of_server(limits),
     }
 }
 

@@ -13,11 +13,14 @@ pub mod body;
 pub mod error;
 pub mod execute;
 pub mod health;
+pub mod info;
 pub mod openapi;
 pub mod playground;
 pub mod request;
 pub mod router;
 pub mod script_output;
+pub mod snippets;
+pub mod usage;
 
 use bytes::Bytes;
 use http_body_util::Full;

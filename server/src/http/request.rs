@@ -42,7 +42,11 @@ const FIELDS: [&str; 3] = ["script", "input", "limits"];
 /// `{"script": "...", "input": <any JSON>, "limits": {...}}`, the last two
 /// optional. The input stays raw JSON: it is passed to the runner as sent,
 /// and the server never builds a tree of it.
-pub fn parse_request<'a>(body: &'a [u8], limits: &Limits) -> Result<ExecuteRequest<'a>, ApiError> {
+pub fn parse_request<'a>(
+    body: &'a [u8],
+    limits: &Limits,
+    ceilings: &Ceilings,
+) -> Result<ExecuteRequest<'a>, ApiError> {
     let fields: BTreeMap<String, &RawValue> = match serde_json::from_slice(body) {
         Ok(fields) => fields,
         Err(_) => return Err(not_an_object(body)),
@@ -75,10 +79,10 @@ pub fn parse_request<'a>(body: &'a [u8], limits: &Limits) -> Result<ExecuteReque
         }
     }
     let limits = match fields.get("limits") {
-        Some(raw) => parse_limits(raw, limits)?,
+        Some(raw) => parse_limits(raw, ceilings)?,
         None => JobLimits {
-            timeout: limits.timeout,
-            memory_bytes: limits.memory_mb << 20,
+            timeout: ceilings.timeout,
+            memory_bytes: ceilings.memory_mb << 20,
         },
     };
     Ok(ExecuteRequest {
@@ -134,7 +138,36 @@ fn parse_script(raw: &RawValue, limits: &Limits) -> Result<Script, ApiError> {
 
 /// `{"timeout_s": 2.5, "memory_mb": 128}`, each optional, each at most the
 /// server's own limit: a request may tighten its limits, never loosen them.
-fn parse_limits(raw: &RawValue, server: &Limits) -> Result<JobLimits, ApiError> {
+/// The most a request's own `limits` may ask for, and its job's limits when
+/// it asks for none: the server's, or lower ones of the caller's API key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ceilings {
+    pub timeout: Duration,
+    pub memory_mb: u64,
+    /// The caller's key sets them, not the server: the messages say so.
+    pub of_key: bool,
+}
+
+impl Ceilings {
+    /// The server's own.
+    pub fn of_server(limits: &Limits) -> Ceilings {
+        Ceilings {
+            timeout: limits.timeout,
+            memory_mb: limits.memory_mb,
+            of_key: false,
+        }
+    }
+
+    fn source(&self, server_var: &str, key_field: &str) -> String {
+        if self.of_key {
+            format!("this API key's {key_field}")
+        } else {
+            format!("the server's {server_var}")
+        }
+    }
+}
+
+fn parse_limits(raw: &RawValue, server: &Ceilings) -> Result<JobLimits, ApiError> {
     let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
     let Value::Object(fields) = value else {
         return Err(ApiError::invalid_request(format!(
@@ -156,7 +189,8 @@ fn parse_limits(raw: &RawValue, server: &Limits) -> Result<JobLimits, ApiError> 
                     }
                     _ => {
                         return Err(ApiError::invalid_request(format!(
-                            "limits.timeout_s must be a number of seconds from {MIN_TIMEOUT_S} to {cap} (the server's PYEXEC_TIMEOUT), not {}",
+                            "limits.timeout_s must be a number of seconds from {MIN_TIMEOUT_S} to {cap} ({}), not {}",
+                            server.source("PYEXEC_TIMEOUT", "max_timeout_s"),
                             shown(value)
                         )))
                     }
@@ -176,7 +210,8 @@ fn parse_limits(raw: &RawValue, server: &Limits) -> Result<JobLimits, ApiError> 
                     }
                     _ => {
                         return Err(ApiError::invalid_request(format!(
-                            "limits.memory_mb must be a whole number of MiB from {MIN_MEMORY_MB} to {cap} (the server's PYEXEC_MEMORY_MB), not {}",
+                            "limits.memory_mb must be a whole number of MiB from {MIN_MEMORY_MB} to {cap} ({}), not {}",
+                            server.source("PYEXEC_MEMORY_MB", "max_memory_mb"),
                             shown(value)
                         )))
                     }
@@ -235,7 +270,11 @@ mod tests {
     use super::*;
 
     fn parse(body: &str) -> Result<ExecuteRequest<'_>, ApiError> {
-        parse_request(body.as_bytes(), &test_limits())
+        parse_request(
+            body.as_bytes(),
+            &test_limits(),
+            &Ceilings::of_server(&test_limits()),
+        )
     }
 
     #[test]

@@ -12,8 +12,9 @@ use pyexec_worker::Sandbox;
 use tracing::field::Empty;
 use tracing::Instrument;
 
-use super::error::ApiError;
-use super::{execute, health, openapi, playground, Body};
+use super::error::{ratelimit_headers, ApiError};
+use super::{execute, health, info, openapi, playground, snippets, usage, Body};
+use crate::callers::Caller;
 use crate::kind::Kind;
 use crate::request_id;
 use crate::state::AppState;
@@ -24,6 +25,10 @@ use crate::trace_context::TraceContext;
 /// `route` label, besides `unmatched`.
 const ROUTES: &[(&str, &str)] = &[
     ("/execute", "POST"),
+    ("/v1/info", "GET, HEAD"),
+    ("/v1/usage", "GET, HEAD"),
+    ("/v1/snippets", "POST"),
+    ("/v1/snippets/{id}", "GET, HEAD, DELETE"),
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
@@ -134,9 +139,30 @@ async fn dispatch<S: Sandbox>(
     state: &AppState<S>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    let path = request.uri().path();
+    let path = request.uri().path().to_owned();
+    let path = path.as_str();
     match (request.method(), route_label(path)) {
-        (&Method::POST, "/execute") => execute::handle(state, request).await,
+        (&Method::POST, "/execute") => {
+            let caller = authenticate(state, &request).await?;
+            answered_as(&caller, execute::handle(state, request, &caller).await)
+        }
+        (&Method::GET | &Method::HEAD, "/v1/info") => Ok(info::handle(state)),
+        (&Method::GET | &Method::HEAD, "/v1/usage") => {
+            let caller = authenticate(state, &request).await?;
+            answered_as(&caller, usage::handle(state, &caller).await)
+        }
+        (&Method::POST, "/v1/snippets") => {
+            let caller = authenticate(state, &request).await?;
+            answered_as(&caller, snippets::create(state, request, &caller).await)
+        }
+        (&Method::GET | &Method::HEAD, "/v1/snippets/{id}") => {
+            snippets::read(state, &path["/v1/snippets/".len()..]).await
+        }
+        (&Method::DELETE, "/v1/snippets/{id}") => {
+            let caller = authenticate(state, &request).await?;
+            let id = &path["/v1/snippets/".len()..];
+            answered_as(&caller, snippets::delete(state, id, &caller).await)
+        }
         (&Method::GET | &Method::HEAD, "/healthz") => Ok(health::healthz()),
         (&Method::GET | &Method::HEAD, "/readyz") => Ok(health::readyz(state)),
         (&Method::GET | &Method::HEAD, "/metrics") => health::metrics(state),
@@ -149,6 +175,43 @@ async fn dispatch<S: Sandbox>(
             Some((_, allow)) => Err(ApiError::method_not_allowed(method, path, allow)),
             None => Err(ApiError::not_found(path)),
         },
+    }
+}
+
+/// Who sent `request`: a refusal (401, 429 rate_limited, 503) if nobody
+/// the server accepts.
+async fn authenticate<S: Sandbox>(
+    state: &AppState<S>,
+    request: &Request<Incoming>,
+) -> Result<Caller, ApiError> {
+    state
+        .callers
+        .authenticate(request.headers())
+        .await
+        .map_err(|refusal| ApiError::from_refusal(&refusal))
+}
+
+/// A key's answer, whatever it is, says where the key stands against its
+/// limits (`RateLimit-Policy`, `RateLimit`).
+fn answered_as(
+    caller: &Caller,
+    answer: Result<Response<Body>, ApiError>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(fields) = caller.ratelimit_fields() else {
+        return answer;
+    };
+    let headers = ratelimit_headers(&fields);
+    match answer {
+        Ok(mut response) => {
+            for (name, value) in headers {
+                response.headers_mut().insert(name, value);
+            }
+            Ok(response)
+        }
+        Err(mut error) => {
+            error.headers.extend(headers);
+            Err(error)
+        }
     }
 }
 

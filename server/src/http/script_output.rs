@@ -71,6 +71,13 @@ impl ScriptOutput {
 }
 
 /// Milliseconds with microsecond precision: sub-millisecond jobs are common.
+/// From the whole microseconds of [`micros`], so that what the answers say
+/// adds up to what is metered.
 pub fn millis(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
+    micros(d) as f64 / 1e3
+}
+
+/// Whole microseconds, rounded to the nearest.
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from((d.as_nanos() + 500) / 1000).unwrap_or(u64::MAX)
 }

@@ -295,6 +295,9 @@ pub struct TestServer {
     pub addr: SocketAddr,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The server's own store (PYEXEC_DATA_DIR), unless the test gave one;
+    /// removed with the server.
+    pub data_dir: Option<tempfile::TempDir>,
 }
 
 /// How long the real server may take to be ready (self-check + first worker).
@@ -317,6 +320,11 @@ impl TestServer {
             if name.starts_with("PYEXEC_") || name == "PORT" || name == "GOOGLE_CLOUD_PROJECT" {
                 command.env_remove(name);
             }
+        }
+        let data_dir = (!env.iter().any(|(name, _)| *name == "PYEXEC_DATA_DIR"))
+            .then(|| tempfile::tempdir().expect("a data dir for the store"));
+        if let Some(dir) = &data_dir {
+            command.env("PYEXEC_DATA_DIR", dir.path());
         }
         command
             .env("PORT", "0")
@@ -348,6 +356,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             lines,
+            data_dir,
         }
     }
 
@@ -469,6 +478,7 @@ impl Drop for TestServer {
 /// The server run in-process on [`FakeSandbox`] (`pyexec_worker::testing`), on 127.0.0.1:0.
 pub struct InProcessServer {
     pub addr: SocketAddr,
+    _data_dir: tempfile::TempDir,
     pub state: Arc<pyexec_server::AppState<FakeSandbox>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -480,10 +490,13 @@ impl InProcessServer {
     }
 
     pub async fn start_with(env: &[(&str, &str)], sandbox: FakeSandbox) -> InProcessServer {
-        let env: std::collections::HashMap<String, String> = env
+        let mut env: std::collections::HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let data_dir = tempfile::tempdir().expect("a data dir for the store");
+        env.entry("PYEXEC_DATA_DIR".into())
+            .or_insert_with(|| data_dir.path().display().to_string());
         let config =
             pyexec_server::config::Config::from_env_with_cpus(|name| env.get(name).cloned(), 2)
                 .expect("test configuration");
@@ -492,10 +505,14 @@ impl InProcessServer {
                 config.timeout,
                 config.queue_timeout,
                 config.spawn_timeout,
+                config.metrics_max_keys,
             )
             .expect("metrics"),
         );
-        let state = pyexec_server::AppState::start(&config, sandbox, metrics);
+        let callers = pyexec_server::startup::start_callers(&config)
+            .await
+            .expect("callers");
+        let state = pyexec_server::AppState::start(&config, sandbox, metrics, callers);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -506,6 +523,7 @@ impl InProcessServer {
         }));
         let server = InProcessServer {
             addr,
+            _data_dir: data_dir,
             state,
             stop: Some(stop),
             task: Some(task),
