@@ -2,15 +2,21 @@
 python/protocol_examples.json, the frames the Rust codec tests decode too.
 
 The examples are held to the same shape checker as the runner's real frames,
-so the two sides cannot drift apart. Run from the repo root:
+decoded by the runner's own parser and rebuilt by its own encoders, so the
+two sides cannot drift apart. Run from the repo root:
     /opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
 """
 
+import base64
 import json
+import os
+import shutil
 import socket
 import struct
+import tempfile
 import unittest
 
+from pyexec_runner import outputs, protocol, results
 from runner_harness import (EXAMPLES, TIMEOUT, encode_frame, run_scripts, shape_problems,
                             split_frames, start_worker)
 
@@ -62,6 +68,70 @@ class ProtocolExamplesTest(unittest.TestCase):
             self.assertEqual(set(finished.frame), set(example))
             self.assertEqual(type(finished.frame["line"]) is int, type(example["line"]) is int,
                              finished.frame)
+
+
+class ExamplesThroughTheRunnersOwnCodeTest(unittest.TestCase):
+    """The runner's own parser reads every job example, and its own encoders
+    write every example answer byte for byte."""
+
+    @classmethod
+    def setUpClass(cls):
+        with open(EXAMPLES, encoding="utf-8") as f:
+            cls.examples = json.load(f)
+
+    def test_the_runner_parses_every_job_example(self):
+        for example in self.examples["to_runner"]:
+            with self.subTest(example=example):
+                job = protocol.parse_job(json.dumps(example).encode("utf-8"))
+                self.assertEqual(job.script, example["script"])
+                if "input" in example:
+                    self.assertEqual(job.input, example["input"])
+                else:
+                    self.assertIs(job.input, protocol.NO_INPUT)
+                self.assertEqual((job.max_result_bytes, job.max_files, job.max_files_bytes),
+                                 (example["max_result_bytes"], example["max_files"],
+                                  example["max_files_bytes"]))
+
+    def test_the_runners_encoders_write_every_example_answer(self):
+        compact = {"separators": (",", ":"), "ensure_ascii": False}
+        for example in self.examples["from_runner"]:
+            with self.subTest(example=example):
+                if example["type"] == "ready":
+                    written = protocol.encode_frame(protocol.ready_message(
+                        example["python"], example["numpy"], example["pandas"]))
+                elif example["type"] == "error":
+                    written = protocol.error_frame(example["kind"], example["message"],
+                                                   example["line"], example["traceback"])
+                elif "files" in example:
+                    self.assertEqual(json.loads(self.result_with_files(example)), example)
+                    continue
+                else:
+                    written = results.result_frame(example["result"], 1 << 20)
+                self.assertEqual(written, json.dumps(example, **compact).encode("utf-8"))
+
+    def result_with_files(self, example):
+        """The example's result frame as the runner writes it for a folder holding
+        its files (and the omitted one, which a byte cap keeps out)."""
+        root = tempfile.mkdtemp(prefix="pyexec-protocol-test-")
+        self.addCleanup(shutil.rmtree, root, ignore_errors=True)
+        kept = 0
+        for entry in example["files"]:
+            path = os.path.join(root, entry["name"])
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(entry["content_base64"]))
+            kept += entry["size"]
+        for name in example["files_omitted"]:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"x" * (kept + 1))
+        written = results.result_frame(
+            example["result"], 1 << 20,
+            lambda: outputs.output_files_json(root, len(example["files"]) + 1, kept))
+        # The runner lists files sorted by name; the example need not be.
+        frame = json.loads(written)
+        order = [entry["name"] for entry in example["files"]]
+        frame["files"].sort(key=lambda entry: order.index(entry["name"]))
+        return json.dumps(frame)
 
 
 class ProtocolErrorTest(unittest.TestCase):

@@ -8,7 +8,7 @@ Through the real runner (runner_harness.py). Run from the repo root:
 
 import unittest
 
-from runner_harness import dedent, run_script
+from runner_harness import dedent, run_script, run_scripts
 
 
 class TracebackTest(unittest.TestCase):
@@ -93,3 +93,24 @@ class TracebackTest(unittest.TestCase):
         self.assertLessEqual(len(finished.frame["message"].encode()), 8192)
         self.assertTrue(finished.frame["message"].endswith("(truncated)"))
         self.assertLessEqual(len(finished.frame["traceback"].encode()), 64 * 1024)
+
+    def test_no_frame_of_the_runner_shows(self):
+        cases = run_scripts(self, [
+            "def main(data):\n    return 1 / 0\n",
+            "raise ValueError('at load')\n",
+            "class Main:\n    def __call__(self, data):\n        raise ValueError(data)\n"
+            "main = Main()\n",
+            "def main(data):\n    return {}[data]\n",
+        ], job_input="k")
+        for finished in cases:
+            frame = finished.frame
+            with self.subTest(message=frame.get("message")):
+                self.assertEqual(frame["kind"], "script_exception", frame)
+                files = [line for line in frame["traceback"].splitlines()
+                         if line.startswith("  File ")]
+                self.assertTrue(files, frame["traceback"])
+                for line in files:
+                    self.assertRegex(
+                        line, r'^  File "<script>", line [1-5], in (main|__call__|<module>)$')
+                self.assertNotIn("pyexec_runner", frame["traceback"])
+                self.assertNotIn("runner.py", frame["traceback"])
