@@ -259,8 +259,11 @@ class NamespacedForkTest(ForkPathTest, unittest.TestCase):
     JOB = ("import os\n"
            "print('hello from the child')\n"
            "def main():\n"
+           "    with open('/proc/self/status') as f:\n"
+           "        status = dict(line.split(':\\t', 1) for line in f.read().splitlines())\n"
            "    return {'pid': os.getpid(), 'tmp': sorted(os.listdir('/tmp')),\n"
-           "            'cwd': os.getcwd(), 'sid': os.getsid(0)}\n")
+           "            'cwd': os.getcwd(), 'sid': os.getsid(0),\n"
+           "            'sealed': [status[k].strip() for k in ('NoNewPrivs', 'Seccomp', 'CapEff')]}\n")
 
     @classmethod
     def setUpClass(cls):
@@ -268,8 +271,10 @@ class NamespacedForkTest(ForkPathTest, unittest.TestCase):
 
     def check_answer(self, result, pid):
         # PID 1 of a pid namespace of its own, in a session of its own, on a
-        # fresh /tmp holding only the runner's outputs folder.
-        self.assertEqual(result, {"pid": 1, "tmp": ["outputs"], "cwd": "/tmp", "sid": 1})
+        # fresh /tmp holding only the runner's outputs folder, sealed: no_new_privs,
+        # a seccomp filter, no capability.
+        self.assertEqual(result, {"pid": 1, "tmp": ["outputs"], "cwd": "/tmp", "sid": 1,
+                                  "sealed": ["1", "2", "0000000000000000"]})
         self.assertGreater(pid, 1)  # the zygote, PID 1 of its own namespace, forked it
 
 
