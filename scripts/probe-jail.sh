@@ -95,7 +95,7 @@ trap 'exit 143' TERM
 # directory whose confine.install_job_filter does nothing.
 grep -v '^seccomp_string:' "$CFG" > "$WORK/noseccomp.cfg"
 mkdir "$WORK/runner-nofilter"
-cp "$RUNNER_DIR"/*.py "$WORK/runner-nofilter/"
+cp -R "$RUNNER_DIR"/*.py "$RUNNER_DIR"/pyexec_runner "$WORK/runner-nofilter/"
 cat >> "$WORK/runner-nofilter/confine.py" <<'EOF'
 
 
