@@ -1,10 +1,12 @@
 """x86_64 system call numbers, every one the kernel defines up to Linux 6.18.
 
-Data only. 0-334 and 424-450 come from <asm/unistd_64.h> (Debian 12's
-linux-libc-dev, Linux 6.1 headers); 335-336 and 451-470 from
-arch/x86/entry/syscalls/syscall_64.tbl up to Linux 6.18. A newer kernel adds numbers above LAST_KNOWN: append them
-here from that table (the job filter refuses them with ENOSYS until the
-policy in syscalls.py names them). Names are the kernel's and strace's.
+Data only, for the tests and tools (the job filter's own numbers are in
+confine.py, checked against these). 0-334 and 424-450 come from
+<asm/unistd_64.h> (Debian 12's linux-libc-dev, Linux 6.1 headers); 335-336
+and 451-470 from arch/x86/entry/syscalls/syscall_64.tbl up to Linux 6.18. A
+newer kernel adds numbers above LAST_KNOWN: append them here from that table
+(the job filter answers them ENOSYS until confine.py's policy names them).
+Names are the kernel's and strace's.
 """
 
 NUMBERS = {
@@ -85,19 +87,20 @@ NUMBERS = {
     "execveat": 322, "userfaultfd": 323, "membarrier": 324, "mlock2": 325,
     "copy_file_range": 326, "preadv2": 327, "pwritev2": 328, "pkey_mprotect": 329,
     "pkey_alloc": 330, "pkey_free": 331, "statx": 332, "io_pgetevents": 333,
-    "rseq": 334, "uretprobe": 335, "uprobe": 336, "pidfd_send_signal": 424, "io_uring_setup": 425, "io_uring_enter": 426,
-    "io_uring_register": 427, "open_tree": 428, "move_mount": 429, "fsopen": 430,
-    "fsconfig": 431, "fsmount": 432, "fspick": 433, "pidfd_open": 434, "clone3": 435,
-    "close_range": 436, "openat2": 437, "pidfd_getfd": 438, "faccessat2": 439,
-    "process_madvise": 440, "epoll_pwait2": 441, "mount_setattr": 442,
-    "quotactl_fd": 443, "landlock_create_ruleset": 444, "landlock_add_rule": 445,
-    "landlock_restrict_self": 446, "memfd_secret": 447, "process_mrelease": 448,
-    "futex_waitv": 449, "set_mempolicy_home_node": 450, "cachestat": 451,
-    "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454, "futex_wait": 455,
-    "futex_requeue": 456, "statmount": 457, "listmount": 458, "lsm_get_self_attr": 459,
-    "lsm_set_self_attr": 460, "lsm_list_modules": 461, "mseal": 462, "setxattrat": 463,
-    "getxattrat": 464, "listxattrat": 465, "removexattrat": 466, "open_tree_attr": 467,
-    "file_getattr": 468, "file_setattr": 469, "listns": 470,
+    "rseq": 334, "uretprobe": 335, "uprobe": 336, "pidfd_send_signal": 424,
+    "io_uring_setup": 425, "io_uring_enter": 426, "io_uring_register": 427,
+    "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432,
+    "fspick": 433, "pidfd_open": 434, "clone3": 435, "close_range": 436, "openat2": 437,
+    "pidfd_getfd": 438, "faccessat2": 439, "process_madvise": 440, "epoll_pwait2": 441,
+    "mount_setattr": 442, "quotactl_fd": 443, "landlock_create_ruleset": 444,
+    "landlock_add_rule": 445, "landlock_restrict_self": 446, "memfd_secret": 447,
+    "process_mrelease": 448, "futex_waitv": 449, "set_mempolicy_home_node": 450,
+    "cachestat": 451, "fchmodat2": 452, "map_shadow_stack": 453, "futex_wake": 454,
+    "futex_wait": 455, "futex_requeue": 456, "statmount": 457, "listmount": 458,
+    "lsm_get_self_attr": 459, "lsm_set_self_attr": 460, "lsm_list_modules": 461,
+    "mseal": 462, "setxattrat": 463, "getxattrat": 464, "listxattrat": 465,
+    "removexattrat": 466, "open_tree_attr": 467, "file_getattr": 468,
+    "file_setattr": 469, "listns": 470,
 }
 
 NAMES = {number: name for name, number in NUMBERS.items()}
