@@ -21,7 +21,7 @@ line each on stdout, "done" or "error <why>":
 
     run mode=spawn|fork name=NAME [cfg=PATH] [runner=DIR] [cpu=SECONDS]
         [extra=FLAG,FLAG...] [timeout=S] [kill_on_output=1] [kill_after=S]
-    pair a=NAME b=NAME        fork mode, two children of one zygote (see pair())
+    pair a=NAME b=NAME [mode=fork|spawn] [runner=DIR]   two job processes at once (pair())
     quit
 
 A job's files live in $WORK/run.<mode>.<name>/: job.py (written by the
@@ -884,20 +884,23 @@ def run(tree, options):
 
 
 def pair(tree, options):
-    """Two children of one zygote, both forked and ready before either job
-    runs. A's job runs first, until it prints a line HOLD (or ends); then B,
-    which was waiting all along, gets its job and runs to its end; then A is
-    stopped if it still runs. Records whether B and the zygote were still
-    alive when B's turn came."""
-    a = Job(tree, "fork", options["a"], options)
-    b = Job(tree, "fork", options["b"], options)
+    """Two job processes, both ready before either job runs: in fork mode (the
+    default) two children of one zygote, in spawn mode two jails. A's job runs
+    first, until it prints a line HOLD (or ends); then B, which was waiting
+    all along, gets its job and runs to its end; then A is stopped if it
+    still runs. Records whether B and the zygote were still alive when B's
+    turn came."""
+    mode = options.get("mode", "fork")
+    a = Job(tree, mode, options["a"], options)
+    b = Job(tree, mode, options["b"], options)
     try:
         if not (a.start() and b.start()):
             raise ProbeError("a child of the pair did not get ready")
         a.send()
         pump(lambda: b"HOLD\n" in a.out or a.answered() or a.ended(), 20)
-        b.facts["alive_before_job"] = int(is_alive(b.pidfd) and b.exit is None)
-        b.facts["zygote_alive_before_job"] = int(b.zygote.is_alive())
+        b.facts["alive_before_job"] = int(is_alive(b.pidfd) and not b.ended())
+        if b.zygote is not None:
+            b.facts["zygote_alive_before_job"] = int(b.zygote.is_alive())
         b.send()
         b.finish()
         if not a.answered():
