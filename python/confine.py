@@ -6,8 +6,9 @@ filter whatever made its process:
 - spawn mode: the runner, a fresh interpreter in a jail of its own, calls
   `seal()` once it is warm, before it reports ready;
 - fork mode: each job child of the zygote first calls `enter_fresh_sandbox()`
-  (own pid, mount, ipc, network and user namespaces, a new session, fresh
-  tmpfs /tmp and /dev/shm), then `seal()`.
+  (own pid, mount, ipc and network namespaces, and a user namespace when the
+  zygote is told to make one; a new session, fresh tmpfs /tmp and /dev/shm),
+  then `seal()`.
 
 What `seal()` adds on top of the jail's own policy (nsjail.cfg):
 - no capabilities left, not even in the jail's user namespace (the fork-mode
@@ -211,9 +212,10 @@ IOCTL_REQUESTS = {
     "FIONBIO": 0x5421,      # socket.setblocking
     "FIONCLEX": 0x5450,     # os.set_inheritable(fd, True): FIOCLEX's twin
     "FIOCLEX": 0x5451,      # os.set_inheritable(fd, False)
-    "SIOCGIFNAME": 0x8910,  # interface names by index (interface_names below)
+    "SIOCGIFNAME": 0x8910,  # interface names by index (interfaces() below)
     "SIOCGIFCONF": 0x8912,  # libuuid's node lookup (uuid.uuid1)
     "SIOCGIFFLAGS": 0x8913,  # whether an interface is up (the jail probe reads it)
+    "SIOCGIFINDEX": 0x8933,  # socket.if_nametoindex (glibc asks ioctl)
 }
 PRCTL_OPTIONS = {
     "PR_SET_NAME": PR_SET_NAME,  # a thread naming itself (untraced; harmless)
@@ -285,10 +287,11 @@ REFUSED_FOR_BUDGETS = (
 )
 FALLBACK_ENOSYS = {"clone3": "glibc falls back to clone, whose flags the filter reads"}
 
-# Lowered by seal(): the kernel counts these per (user namespace, uid), and a
-# job's processes are a namespace of their own (fork mode: the child's fresh
-# user namespace; spawn mode: the jail's), so each job has these to itself and
-# all jobs together stay well under what the jail's creator may spend.
+# Lowered by seal(). The kernel counts these per (user namespace, uid), at
+# every level up the chain of namespaces: with the job's processes a
+# namespace of their own (spawn mode: the jail's; fork mode: the child's own,
+# enter_fresh_sandbox) each job has these to itself, and all jobs together
+# stay well under the server's own limits, which cap the level above.
 JOB_RLIMITS = {
     "RLIMIT_MSGQUEUE": 0,      # POSIX queues are refused anyway
     "RLIMIT_SIGPENDING": 256,  # queued signals (sigqueue, timers) per job
@@ -518,13 +521,17 @@ def lower_job_rlimits():
 
 def seal(cpu_seconds=None):
     """Make this process a job process: no capabilities, no_new_privs, its own
-    budgets, the job filter, and (when given) its CPU-time limit. Irreversible."""
+    budgets, the job filter, and (when given) its CPU-time limit. Irreversible.
+
+    socket.if_nameindex() asks netlink, which the filter refuses: it gets
+    interfaces() in its place, the same answer through ioctl."""
     drop_capabilities()
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "setting no_new_privs")
     if cpu_seconds is not None:
         resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
     lower_job_rlimits()
     install_job_filter()
+    socket.if_nameindex = interfaces
 
 
 # ------------------------------------------------------ fork-mode sandbox
@@ -545,7 +552,7 @@ def mount_tmpfs(target, size_bytes):
            f"mounting a fresh tmpfs on {target}")
 
 
-def enter_fresh_sandbox(tmp_bytes, shm_bytes):
+def enter_fresh_sandbox(tmp_bytes, shm_bytes, own_user_namespace=False):
     """Turn a just-forked zygote child into a sandbox of its own.
 
     The caller forked it as PID 1 of a new pid namespace. Here it gets its
@@ -555,13 +562,15 @@ def enter_fresh_sandbox(tmp_bytes, shm_bytes):
     tmpfs mounts on /tmp and /dev/shm. The working directory moves onto the
     new /tmp: the old one still pointed into the zygote's shared /tmp.
 
-    Last, a user namespace of its own: the kernel keeps the per-user budgets
-    (RLIMIT_NPROC, RLIMIT_SIGPENDING, RLIMIT_MSGQUEUE, RLIMIT_MEMLOCK) per
-    (user namespace, uid), so without it every job of the zygote would spend
-    one. It comes after the mounts, which thereby stay owned by the jail's
-    namespace (the job can't undo them, and its uid stays mapped there, so it
-    writes to them). Inside it the job's uid has no mapping yet and reads as
-    65534 (the server can map it to 1000 from outside).
+    Last, with own_user_namespace, a user namespace of its own: the kernel
+    keeps the per-user budgets (RLIMIT_NPROC, RLIMIT_SIGPENDING,
+    RLIMIT_MSGQUEUE, RLIMIT_MEMLOCK) per (user namespace, uid), so without it
+    every job of the zygote spends one. It comes after the mounts, which
+    thereby stay owned by the jail's namespace (the job can't undo them, and
+    its uid stays mapped there, so it writes to them). Nothing inside the
+    jail can write its id map (there is no /proc, and none can be mounted),
+    so until the server writes one from outside the job's ids read as the
+    overflow id, 65534; that is why the zygote makes it only when told to.
     """
     os.setsid()
     unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWNET)
@@ -571,7 +580,8 @@ def enter_fresh_sandbox(tmp_bytes, shm_bytes):
     mount_tmpfs("/tmp", tmp_bytes)
     mount_tmpfs("/dev/shm", shm_bytes)
     os.chdir("/tmp")
-    unshare(CLONE_NEWUSER)
+    if own_user_namespace:
+        unshare(CLONE_NEWUSER)
 
 
 # -------------------------------------------------- what the self-check asks
@@ -644,10 +654,11 @@ def refusals():
     return answers
 
 
-def interface_names():
-    """The network interfaces this process sees, by index, through ioctl
-    SIOCGIFNAME: socket.if_nameindex() needs netlink, which jobs are refused."""
-    names = []
+def interfaces():
+    """[(index, name)] of the network interfaces this process sees, as
+    socket.if_nameindex() gives them, through ioctl SIOCGIFNAME: the job
+    filter refuses netlink, which if_nameindex() asks."""
+    found = []
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for index in range(1, 256):
@@ -656,7 +667,7 @@ def interface_names():
                 reply = fcntl.ioctl(probe.fileno(), IOCTL_REQUESTS["SIOCGIFNAME"], request)
             except OSError:
                 continue
-            names.append(reply[:16].split(b"\0", 1)[0].decode())
+            found.append((index, reply[:16].split(b"\0", 1)[0].decode()))
     finally:
         probe.close()
-    return names
+    return found

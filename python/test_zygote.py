@@ -127,11 +127,13 @@ def main():
 
 @unittest.skipUnless(os.geteuid() == 0, "the zygote needs root outside a jail")
 class ZygoteChildTest(unittest.TestCase):
+    settings = ["--cpu-seconds", "60"]
+
     def setUp(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control = ours
         self.process = subprocess.Popen(
-            [sys.executable, "-I", "-B", os.path.join(HERE, "zygote.py"), "--cpu-seconds", "60"],
+            [sys.executable, "-I", "-B", os.path.join(HERE, "zygote.py")] + self.settings,
             pass_fds=[zygote.CONTROL_FD],  # kept open after preexec_fn moved it there
             preexec_fn=lambda: os.dup2(theirs.fileno(), zygote.CONTROL_FD),
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -181,8 +183,7 @@ class ZygoteChildTest(unittest.TestCase):
         self.assertEqual(answer["type"], "result", answer)
         self.assertEqual(answer["result"]["frames"], ["<module>"])
         self.assertEqual(answer["result"]["found"], [])
-        # Its own user namespace, with no id map: the overflow uid.
-        self.assertEqual(answer["result"]["uid"], 65534)
+        self.assertEqual(answer["result"]["uid"], 0)  # the zygote's, here root
         self.assertEqual(answer["result"]["sigpending"], 256)
 
     def test_the_zygote_survives_a_stopped_child_and_reports_its_end(self):
@@ -219,6 +220,19 @@ class ZygoteChildTest(unittest.TestCase):
             children = [int(p) for p in f.read().split()]
         self.assertEqual(len(children), 1)
         return children[0]
+
+
+class OwnUserNamespaceTest(ZygoteChildTest):
+    """The same, with each child in a user namespace of its own."""
+
+    settings = ["--cpu-seconds", "60", "--own-user-namespace", "1"]
+
+    def test_a_job_finds_no_frame_or_object_of_the_zygotes_loop(self):
+        answer = self.run_job(RESIDUE_SCRIPT)
+        self.assertEqual(answer["type"], "result", answer)
+        self.assertEqual(answer["result"]["found"], [])
+        # No id map in its own namespace: the overflow uid.
+        self.assertEqual(answer["result"]["uid"], 65534)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ the runner's own warm-up, and then only ever forks: it never runs a script.
 
 Each job child is a sandbox of its own before the server sees it: PID 1 of a
 new pid namespace, its own mount/IPC/network namespaces, session and fresh
-tmpfs mounts (confine.enter_fresh_sandbox), every descriptor closed but its
+tmpfs mounts, and with --own-user-namespace 1 a user namespace of its own
+(confine.enter_fresh_sandbox), every descriptor closed but its
 job socket and output pipes, numpy's global RNG reseeded, then sealed
 (confine.seal: no capabilities, no_new_privs, the job's seccomp filter, its
 own RLIMIT_CPU). Then it runs runner.serve, exactly as a spawn-mode worker
@@ -54,8 +55,12 @@ EXIT_SANDBOX_FAILED = 4
 
 
 def parse_settings(argv):
-    """`--name value` pairs: cpu-seconds, tmp-bytes, shm-bytes."""
-    settings = {"cpu-seconds": 11, "tmp-bytes": 64 << 20, "shm-bytes": 16 << 20}
+    """`--name value` pairs: cpu-seconds, tmp-bytes, shm-bytes, and
+    own-user-namespace (1: each child makes a user namespace of its own, for
+    per-job kernel budgets; its ids read 65534 unless the server writes its
+    id map, see confine.enter_fresh_sandbox)."""
+    settings = {"cpu-seconds": 11, "tmp-bytes": 64 << 20, "shm-bytes": 16 << 20,
+                "own-user-namespace": 0}
     args = list(argv)
     while args:
         name = args.pop(0)
@@ -93,7 +98,8 @@ def become_job(job_fds, settings):
         # The zygote's objects are unreachable now; collect them before the
         # script can look (their descriptors are closed by arrange_job_fds).
         gc.collect()
-        confine.enter_fresh_sandbox(settings["tmp-bytes"], settings["shm-bytes"])
+        confine.enter_fresh_sandbox(settings["tmp-bytes"], settings["shm-bytes"],
+                                    own_user_namespace=bool(settings["own-user-namespace"]))
         arrange_job_fds(job_fds)
         job_socket = runner.JOB_FD
         reseed_numpy()
