@@ -24,8 +24,12 @@ What `seal()` adds on top of the jail's own policy (nsjail.cfg):
 How a refusal answers (the errno a caller sees):
 - EPERM for the calls that change namespaces, mounts, identity or the
   machine, or reach into other processes or kernel subsystems a job never
-  needs (REFUSED): an unprivileged caller gets EPERM from the kernel too,
-  and the jail policy answers them alike;
+  needs (REFUSED): an unprivileged caller gets EPERM from the kernel too;
+- the calls the jail policy refuses itself (DEFERRED: ptrace, bpf, ...) are
+  answered SECCOMP_RET_TRACE, which ranks below the jail policy's ERRNO: with
+  the jail policy beneath, its EPERM is the answer; alone, the call fails
+  with ENOSYS (no tracer asks for seccomp events). Each wall refuses them on
+  its own, and a job can tell both walls are there (the self-check does);
 - ENOSYS for everything else, the calls of newer kernels above all: that is
   what a kernel without the call says, so glibc and Python fall back (clone3
   -> clone) and code probing for an optional feature moves on;
@@ -250,24 +254,36 @@ RULES = {
                     "the query only: no ADDR_NO_RANDOMIZE or READ_IMPLIES_EXEC"),
 }
 
+# Known calls a job must never make that nsjail.cfg's policy refuses too:
+# answered SECCOMP_RET_TRACE, so the jail's EPERM shows (module docstring).
+# test_syscalls.py keeps this the jail policy's list, less what REFUSED holds.
+DEFERRED = (
+    ("other processes' memory and descriptors",
+     ("ptrace", "process_vm_readv", "process_vm_writev", "process_madvise", "pidfd_getfd",
+      "kcmp")),
+    ("kernel subsystems that are attack surface and that no job needs",
+     ("bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+      "io_uring_register", "keyctl", "add_key", "request_key", "open_by_handle_at",
+      "name_to_handle_at", "lookup_dcookie")),
+    ("administering the machine",
+     ("init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+      "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "iopl", "ioperm",
+      "syslog", "vhangup")),
+)
+
 # Refused with EPERM, by group: known calls a job must never make.
 REFUSED = (
     ("namespaces and mounts: only the zygote builds them",
      ("unshare", "setns", "mount", "umount2", "pivot_root", "chroot", "open_tree",
       "open_tree_attr", "move_mount", "fsopen", "fsconfig", "fsmount", "fspick",
       "mount_setattr", "statmount", "listmount", "listns")),
-    ("other processes' memory, descriptors and state",
-     ("ptrace", "process_vm_readv", "process_vm_writev", "process_madvise",
-      "process_mrelease", "pidfd_getfd", "kcmp", "get_robust_list")),
+    ("other processes' state",
+     ("process_mrelease", "get_robust_list")),
     ("kernel subsystems that are attack surface and that no job needs",
-     ("bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-      "io_uring_register", "keyctl", "add_key", "request_key", "modify_ldt",
-      "fanotify_init", "fanotify_mark", "open_by_handle_at", "name_to_handle_at")),
+     ("modify_ldt", "fanotify_init", "fanotify_mark")),
     ("administering the machine",
-     ("init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
-      "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd", "iopl", "ioperm",
-      "syslog", "vhangup", "lookup_dcookie", "settimeofday", "clock_settime",
-      "clock_adjtime", "adjtimex", "sethostname", "setdomainname")),
+     ("settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "sethostname",
+      "setdomainname")),
     ("changing identity or capabilities (a job has none to use)",
      ("setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
       "setfsgid", "setgroups", "capset")),
@@ -300,8 +316,9 @@ JOB_RLIMITS = {
 
 
 def policy_actions():
-    """{syscall number: ("allow",) | ("errno", code) | ("rule", name)} for every
-    number the policy names; every other number gets ENOSYS."""
+    """{syscall number: ("allow",) | ("errno", code) | ("rule", name) |
+    ("defer",)} for every number the policy names; every other number gets
+    ENOSYS."""
     actions = {}
 
     def put(name, action):
@@ -318,6 +335,9 @@ def policy_actions():
     for _, names in REFUSED:
         for name in names:
             put(name, ("errno", errno.EPERM))
+    for _, names in DEFERRED:
+        for name in names:
+            put(name, ("defer",))
     for _, names in REFUSED_FOR_BUDGETS:
         for name in names:
             put(name, ("errno", errno.ENOSYS))
@@ -338,6 +358,7 @@ _JSET_K = 0x45
 _RET_K = 0x06
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_TRACE = 0x7FF00000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 _OFFSET_NR, _OFFSET_ARCH = 0, 4
 _MAX_JUMP = 255  # a conditional jump's offsets are 8 bits
@@ -373,6 +394,8 @@ def _leaf(action):
         return _ret(SECCOMP_RET_ALLOW)
     if action[0] == "errno":
         return _refuse(action[1])
+    if action[0] == "defer":
+        return _ret(SECCOMP_RET_TRACE)
     return _rule_block(action[1])
 
 
@@ -438,6 +461,10 @@ def allow_all_program():
     return _pack(_ret(SECCOMP_RET_ALLOW))
 
 
+# Compiled once, at import: a fork-mode zygote's children inherit it.
+JOB_FILTER = job_filter_program()
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
@@ -468,7 +495,7 @@ def install_program(program, log=False):
 
 def install_job_filter():
     """Install the job filter on this process."""
-    install_program(job_filter_program(), log=LOG_REFUSALS)
+    install_program(JOB_FILTER, log=LOG_REFUSALS)
 
 
 def _check(result, what):
@@ -586,7 +613,8 @@ def enter_fresh_sandbox(tmp_bytes, shm_bytes, own_user_namespace=False):
 
 # -------------------------------------------------- what the self-check asks
 
-# The answers a sealed job must get (refusals()), for the self-check's canary.
+# The answers a sealed job must get inside the jail (refusals()), for the
+# self-check's canary: ptrace, bpf and io_uring_setup are the jail policy's.
 EXPECTED_REFUSALS = {
     "socket(AF_VSOCK)": errno.EAFNOSUPPORT,
     "socket(AF_NETLINK)": errno.EAFNOSUPPORT,

@@ -102,19 +102,47 @@ MUST_BE_REFUSED = {
     "pivot_root": 155, "chroot": 161, "mount": 165, "umount2": 166, "unshare": 272,
     "setns": 308, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
     "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
+}
+# Deferred to the jail policy: its EPERM under it, ENOSYS alone (as here).
+MUST_BE_DEFERRED = {
     "ptrace": 101, "bpf": 321, "perf_event_open": 298, "io_uring_setup": 425,
     "userfaultfd": 323, "keyctl": 250, "process_vm_readv": 310, "kexec_load": 246,
 }
+DEFERRED = {confine.NUMBERS[name] for _, names in confine.DEFERRED for name in names}
+
+
+def install_jail_policy_stand_in():
+    """A filter refusing ptrace with EPERM, as nsjail.cfg's policy does."""
+    confine._check(libc.prctl(38, 1, 0, 0, 0), "no_new_privs")
+    confine.install_program(confine._pack([
+        (0x20, 0, 0, 0), (0x15, 0, 1, 101),
+        (0x06, 0, 0, confine.SECCOMP_RET_ERRNO | errno.EPERM),
+        (0x06, 0, 0, confine.SECCOMP_RET_ALLOW)]))
 
 
 class SealTest(unittest.TestCase):
-    def test_namespace_mount_and_attack_surface_calls_are_refused_with_eperm(self):
+    def test_namespace_and_mount_calls_are_refused_with_eperm(self):
         refused = in_sealed_child(lambda: {
             name: syscall_errno(number, 0, 0, 0, 0, 0)
             for name, number in MUST_BE_REFUSED.items()
         })
         for name_, code in refused.items():
             self.assertEqual(code, errno.EPERM, f"{name_} gave {errno.errorcode.get(code, code)}")
+
+    def test_the_jail_policys_own_calls_are_refused_alone_and_answered_by_it_beneath(self):
+        alone = in_sealed_child(lambda: {
+            name: syscall_errno(number, -1, 0, 0, 0, 0)
+            for name, number in MUST_BE_DEFERRED.items()
+        })
+        self.assertEqual(alone, {name: errno.ENOSYS for name in MUST_BE_DEFERRED})
+
+        def under_a_jail_policy():
+            install_jail_policy_stand_in()
+            confine.seal()
+            return {"ptrace": syscall_errno(101, -1, 0, 0, 0), "bpf": syscall_errno(321, 0, 0, 0),
+                    "mount": syscall_errno(165, 0, 0, 0, 0, 0)}
+        self.assertEqual(in_child(under_a_jail_policy, seal=False),
+                         {"ptrace": errno.EPERM, "bpf": errno.ENOSYS, "mount": errno.EPERM})
 
     def test_clone_with_namespace_flags_is_refused_and_clone3_is_enosys(self):
         codes = in_sealed_child(lambda: {
@@ -259,7 +287,14 @@ class AllowListTest(unittest.TestCase):
         })
 
     def test_the_self_checks_refusals_are_what_it_expects_and_only_with_the_filter(self):
-        self.assertEqual(in_sealed_child(confine.refusals), confine.EXPECTED_REFUSALS)
+        def in_a_jail():
+            install_jail_policy_stand_in()  # ptrace's EPERM comes from it
+            confine.seal()
+            return confine.refusals()
+        expected = dict(confine.EXPECTED_REFUSALS)
+        for call in ("bpf", "io_uring_setup"):  # the stand-in refuses ptrace only
+            expected[call] = errno.ENOSYS
+        self.assertEqual(in_child(in_a_jail, seal=False), expected)
         unsealed = in_child(confine.refusals, seal=False)
         self.assertNotEqual(unsealed["socket(AF_NETLINK)"], errno.EAFNOSUPPORT)
         self.assertNotEqual(unsealed["fcntl(F_SETPIPE_SZ)"], errno.EINVAL)

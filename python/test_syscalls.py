@@ -59,6 +59,20 @@ def refused_names():
     return {name for _, names in confine.REFUSED for name in names}
 
 
+def deferred_names():
+    return {name for _, names in confine.DEFERRED for name in names}
+
+
+def jail_policy_refusals():
+    """The calls nsjail.cfg's ERRNO(1) block names (kafel spells umount2 umount)."""
+    with open(os.path.join(HERE, "..", "nsjail.cfg")) as f:
+        lines = [m.group(1) for m in re.finditer(r'^seccomp_string: "(.*)"$', f.read(), re.M)]
+    policy = " ".join(lines)
+    block = policy[policy.index("ERRNO(1) {") + len("ERRNO(1) {"):policy.index("}, ERRNO(38)")]
+    names = {re.match(r"\s*(\w+)", item).group(1) for item in block.split(",") if item.strip()}
+    return {"umount2" if name == "umount" else name for name in names}
+
+
 class PolicyTest(unittest.TestCase):
     def test_numbers_are_the_kernels(self):
         wrong = {name: (number, syscall_table.NUMBERS.get(name))
@@ -81,8 +95,16 @@ class PolicyTest(unittest.TestCase):
     def test_each_call_has_one_place_in_the_policy(self):
         actions = confine.policy_actions()  # raises on a call named twice
         self.assertEqual(len(actions), len(allowed_names()) + len(confine.RULES)
-                         + len(refused_names()) + len(confine.FALLBACK_ENOSYS)
+                         + len(refused_names()) + len(deferred_names())
+                         + len(confine.FALLBACK_ENOSYS)
                          + sum(len(n) for _, n in confine.REFUSED_FOR_BUDGETS))
+
+    def test_the_deferred_calls_are_the_jail_policys_own(self):
+        # What the jail policy refuses and the job filter does not refuse
+        # itself with EPERM (its argument rules aside) is what it defers.
+        jail = jail_policy_refusals() - {"clone", "personality"}
+        self.assertEqual(deferred_names(), jail - refused_names())
+        self.assertEqual(jail - refused_names() - deferred_names(), set())
 
     def test_every_traced_job_call_is_allowed(self):
         with open(os.path.join(HERE, "syscall_trace.json")) as f:
@@ -115,7 +137,7 @@ class PolicyTest(unittest.TestCase):
         path = os.path.join(HERE, "..", "docs", "syscall-filter.md")
         with open(path) as f:
             text = f.read()
-        named = (allowed_names() | refused_names() | set(confine.RULES)
+        named = (allowed_names() | refused_names() | deferred_names() | set(confine.RULES)
                  | {n for _, names in confine.REFUSED_FOR_BUDGETS for n in names}
                  | set(confine.FALLBACK_ENOSYS))
         self.assertEqual({n for n in named if f"`{n}`" not in text}, set())
@@ -135,7 +157,8 @@ class ProgramTest(unittest.TestCase):
             action = actions.get(nr, ("errno", errno.ENOSYS))
             if action[0] == "rule":
                 continue
-            want = ALLOW if action[0] == "allow" else refusal(action[1])
+            want = {"allow": ALLOW, "defer": confine.SECCOMP_RET_TRACE}.get(action[0]) \
+                or refusal(action[1])
             self.assertEqual(self.answer(nr), want, syscall_table.NAMES.get(nr, nr))
 
     def test_the_x32_abi_is_refused_and_a_foreign_architecture_killed(self):
