@@ -6,7 +6,8 @@ the runner's own warm-up, and then only ever forks: it never runs a script.
 
 Each job child is a sandbox of its own before the server sees it: PID 1 of a
 new pid namespace, its own mount/IPC/network namespaces, session and fresh
-tmpfs mounts (confine.enter_fresh_sandbox), every descriptor closed but its
+tmpfs mounts, and with --own-user-namespace 1 a user namespace of its own
+(confine.enter_fresh_sandbox), every descriptor closed but its
 job socket and output pipes, numpy's global RNG reseeded, then sealed
 (confine.seal: no capabilities, no_new_privs, the job's seccomp filter, its
 own RLIMIT_CPU). Then it runs runner.serve, exactly as a spawn-mode worker
@@ -24,10 +25,18 @@ object per message, descriptors in SCM_RIGHTS.
 
 The zygote exits when the server closes the control socket; as PID 1 of the
 jail's pid namespace its end takes every job child with it.
+
+A forked child leaves the zygote's call stack before it becomes a job: it
+raises JobChild, which unwinds every frame of the zygote's loop (and with
+them the request, the Zygote, its sockets and the server's fork counter) up
+to the module's top level, which then builds the sandbox and serves the job.
+So a script walking sys._getframe() or gc.get_objects() finds nothing of
+the zygote's state.
 """
 
 import array
 import fcntl
+import gc
 import json
 import os
 import select
@@ -46,8 +55,12 @@ EXIT_SANDBOX_FAILED = 4
 
 
 def parse_settings(argv):
-    """`--name value` pairs: cpu-seconds, tmp-bytes, shm-bytes."""
-    settings = {"cpu-seconds": 11, "tmp-bytes": 64 << 20, "shm-bytes": 16 << 20}
+    """`--name value` pairs: cpu-seconds, tmp-bytes, shm-bytes, and
+    own-user-namespace (1: each child makes a user namespace of its own, for
+    per-job kernel budgets; its ids read 65534 unless the server writes its
+    id map, see confine.enter_fresh_sandbox)."""
+    settings = {"cpu-seconds": 11, "tmp-bytes": 64 << 20, "shm-bytes": 16 << 20,
+                "own-user-namespace": 0}
     args = list(argv)
     while args:
         name = args.pop(0)
@@ -64,17 +77,29 @@ def send(control, message):
 # ------------------------------------------------------------- a job child
 
 
-def become_job(job_fds, control, settings, ready_frame):
-    """Runs in the forked child: build its sandbox, then serve one job. Never returns."""
+class JobChild(BaseException):
+    """Raised in a just-forked child to leave the zygote's frames; carries
+    only what the job needs. A BaseException: no handler of the zygote's
+    loop catches it on its way up."""
+
+    def __init__(self, job_fds, settings, ready_frame):
+        super().__init__()
+        self.job = (job_fds, settings, ready_frame)
+
+
+def become_job(job_fds, settings):
+    """Runs in the forked child, from the module's top level once the
+    zygote's frames are gone: build its sandbox and seal it. Exits if that
+    fails."""
     job_socket = job_fds[0]
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        # Forget the zygote's socket object without closing its fd: closing
-        # is left to close_range below, so no later garbage collection can
-        # close a descriptor number the job has reused by then.
-        control.detach()
-        confine.enter_fresh_sandbox(settings["tmp-bytes"], settings["shm-bytes"])
+        # The zygote's objects are unreachable now; collect them before the
+        # script can look (their descriptors are closed by arrange_job_fds).
+        gc.collect()
+        confine.enter_fresh_sandbox(settings["tmp-bytes"], settings["shm-bytes"],
+                                    own_user_namespace=bool(settings["own-user-namespace"]))
         arrange_job_fds(job_fds)
         job_socket = runner.JOB_FD
         reseed_numpy()
@@ -85,7 +110,6 @@ def become_job(job_fds, control, settings, ready_frame):
             runner.send_frame(job_socket, runner.error_frame("internal", message))
         finally:
             os._exit(EXIT_SANDBOX_FAILED)
-    runner.serve(ready_frame)
 
 
 def arrange_job_fds(job_fds):
@@ -122,6 +146,7 @@ class Zygote:
         self.settings = settings
         self.ready = ready
         self.ready_frame = runner.encode_frame(ready)
+        self.in_child = False
         self.self_pidfd = os.pidfd_open(os.getpid())
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w)
@@ -180,8 +205,9 @@ class Zygote:
         else:
             send(self.control, {"type": "forked", "id": job_id, "pid": pid})
         finally:
-            for fd in fds:
-                os.close(fd)
+            if not self.in_child:  # the child keeps them: they are its job's
+                for fd in fds:
+                    os.close(fd)
         return True
 
     def fork_job(self, job_fds):
@@ -198,33 +224,57 @@ class Zygote:
             confine.setns(self.self_pidfd, confine.CLONE_NEWPID)
             raise
         if pid == 0:
-            try:
-                become_job(job_fds, self.control, self.settings, self.ready_frame)
-            finally:
-                os._exit(EXIT_SANDBOX_FAILED)
+            self.in_child = True
+            raise JobChild(job_fds, self.settings, self.ready_frame)
         confine.setns(self.self_pidfd, confine.CLONE_NEWPID)
         return pid
 
     def reap(self):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            code = os.waitstatus_to_exitcode(status)
-            send(self.control, {"type": "exited", "pid": pid,
-                                "exit_code": code if code >= 0 else None,
-                                "signal": -code if code < 0 else None})
+        for pid, exit_code, signal_number in reap_children():
+            send(self.control, {"type": "exited", "pid": pid, "exit_code": exit_code,
+                                "signal": signal_number})
+
+
+def reap_children():
+    """(pid, exit code or None, signal or None) of every child that has ended.
+
+    waitid with WEXITED only: a child that was stopped or continued is not
+    reported (and is not an end), so no status can surprise the zygote.
+    """
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG)
+        except ChildProcessError:
+            return
+        if info is None or info.si_pid == 0:
+            return
+        if info.si_code == os.CLD_EXITED:
+            yield info.si_pid, info.si_status, None
+        else:  # CLD_KILLED or CLD_DUMPED
+            yield info.si_pid, None, info.si_status
 
 
 def main():
+    """The zygote's life. Returns only in a forked child, with the zygote's
+    frames gone: (job descriptors, settings, ready frame)."""
     settings = parse_settings(sys.argv[1:])
     control = socket.socket(fileno=CONTROL_FD)
     ready = runner.warm_up()
-    Zygote(control, settings, ready).run()
+    try:
+        Zygote(control, settings, ready).run()
+    except JobChild as child:
+        # Forget the zygote's socket object without closing its fd: closing
+        # is left to arrange_job_fds, so no later garbage collection can
+        # close a descriptor number the job has reused by then.
+        control.detach()
+        return child.job
+    return None
 
 
 if __name__ == "__main__":
-    main()
+    _job = main()
+    if _job is not None:
+        _job_fds, _settings, _ready_frame = _job
+        del _job
+        become_job(_job_fds, _settings)
+        runner.serve(_ready_frame)  # the job's only frames: this module's, then serve's

@@ -21,7 +21,8 @@ line each on stdout, "done" or "error <why>":
 
     run mode=spawn|fork name=NAME [cfg=PATH] [runner=DIR] [cpu=SECONDS]
         [extra=FLAG,FLAG...] [timeout=S] [kill_on_output=1] [kill_after=S]
-    pair a=NAME b=NAME        fork mode, two children of one zygote (see pair())
+        [userns=1]   (fork: the zygote's children make user namespaces of their own)
+    pair a=NAME b=NAME [mode=fork|spawn] [runner=DIR]   two job processes at once (pair())
     quit
 
 A job's files live in $WORK/run.<mode>.<name>/: job.py (written by the
@@ -396,14 +397,16 @@ def job_args(cfg, runner, extra):
             + python_args("/pyexec/runner.py"))
 
 
-def zygote_args(cfg, runner, cpu_seconds):
-    """Nsjail::args(Role::Zygote, 1)."""
+def zygote_args(cfg, runner, cpu_seconds, own_userns):
+    """Nsjail::args(Role::Zygote, 1); own_userns adds --own-user-namespace 1,
+    which the server does not pass yet."""
     return (common_args(cfg, runner)
             + ["--rlimit_fsize", str(MAX_FILE_MB), "--rlimit_nofile", str(MAX_OPEN_FILES),
                "--rlimit_cpu", "inf", "--cap", "CAP_SYS_ADMIN", "--pass_fd", "3"]
             + python_args("/pyexec/zygote.py")
             + ["--cpu-seconds", str(cpu_seconds), "--tmp-bytes", str(TMP_BYTES),
-               "--shm-bytes", str(SHM_BYTES)])
+               "--shm-bytes", str(SHM_BYTES)]
+            + (["--own-user-namespace", "1"] if own_userns else []))
 
 
 def wait_nsjail(pid, grace):
@@ -469,7 +472,7 @@ class Zygote:
 
     count = 0
 
-    def __init__(self, tree, cfg, runner, cpu_seconds):
+    def __init__(self, tree, cfg, runner, cpu_seconds, own_userns):
         Zygote.count += 1
         self.name = f"zygote-{Zygote.count}"
         self.cgroup = JobCgroup(tree, self.name, ZYGOTE_MEMORY_BYTES, ZYGOTE_TASKS,
@@ -478,7 +481,7 @@ class Zygote:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         ours.setblocking(False)
         started = now()
-        self.nsjail_pid, log_fd = start_nsjail(zygote_args(cfg, runner, cpu_seconds),
+        self.nsjail_pid, log_fd = start_nsjail(zygote_args(cfg, runner, cpu_seconds, own_userns),
                                                [theirs.fileno()], self.cgroup)
         theirs.close()
         self.control = ours
@@ -492,7 +495,7 @@ class Zygote:
         self.forked = {}      # fork id -> jail pid, or the failure message
         self.children = {}    # jail pid -> Job
         self.nsjail_rc = None
-        ZYGOTES[(cfg, runner, cpu_seconds)] = self
+        ZYGOTES[(cfg, runner, cpu_seconds, own_userns)] = self
         pump(lambda: self.ready is not None or self.closed, 60)
         if self.ready is None:
             self.end()
@@ -856,11 +859,11 @@ class Job:
 
 def zygote_for(tree, options):
     key = (options.get("cfg", CFG), options.get("runner", RUNNER_DIR),
-           int(options.get("cpu", CPU_SECONDS)))
+           int(options.get("cpu", CPU_SECONDS)), options.get("userns") == "1")
     # Only the main configuration's zygote lives on; a control's is ended
     # before another starts (each holds about 100 MiB).
     for other_key, zygote in list(ZYGOTES.items()):
-        if other_key != key and other_key != (CFG, RUNNER_DIR, CPU_SECONDS):
+        if other_key != key and other_key != (CFG, RUNNER_DIR, CPU_SECONDS, False):
             zygote.end()
     zygote = ZYGOTES.get(key)
     if zygote is None or not zygote.is_alive():
@@ -884,20 +887,23 @@ def run(tree, options):
 
 
 def pair(tree, options):
-    """Two children of one zygote, both forked and ready before either job
-    runs. A's job runs first, until it prints a line HOLD (or ends); then B,
-    which was waiting all along, gets its job and runs to its end; then A is
-    stopped if it still runs. Records whether B and the zygote were still
-    alive when B's turn came."""
-    a = Job(tree, "fork", options["a"], options)
-    b = Job(tree, "fork", options["b"], options)
+    """Two job processes, both ready before either job runs: in fork mode (the
+    default) two children of one zygote, in spawn mode two jails. A's job runs
+    first, until it prints a line HOLD (or ends); then B, which was waiting
+    all along, gets its job and runs to its end; then A is stopped if it
+    still runs. Records whether B and the zygote were still alive when B's
+    turn came."""
+    mode = options.get("mode", "fork")
+    a = Job(tree, mode, options["a"], options)
+    b = Job(tree, mode, options["b"], options)
     try:
         if not (a.start() and b.start()):
             raise ProbeError("a child of the pair did not get ready")
         a.send()
         pump(lambda: b"HOLD\n" in a.out or a.answered() or a.ended(), 20)
-        b.facts["alive_before_job"] = int(is_alive(b.pidfd) and b.exit is None)
-        b.facts["zygote_alive_before_job"] = int(b.zygote.is_alive())
+        b.facts["alive_before_job"] = int(is_alive(b.pidfd) and not b.ended())
+        if b.zygote is not None:
+            b.facts["zygote_alive_before_job"] = int(b.zygote.is_alive())
         b.send()
         b.finish()
         if not a.answered():

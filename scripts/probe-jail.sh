@@ -95,14 +95,36 @@ trap 'exit 143' TERM
 # directory whose confine.install_job_filter does nothing.
 grep -v '^seccomp_string:' "$CFG" > "$WORK/noseccomp.cfg"
 mkdir "$WORK/runner-nofilter"
-cp "$RUNNER_DIR"/*.py "$WORK/runner-nofilter/"
+cp -R "$RUNNER_DIR"/*.py "$RUNNER_DIR"/pyexec_runner "$WORK/runner-nofilter/"
 cat >> "$WORK/runner-nofilter/confine.py" <<'EOF'
 
 
 def install_job_filter():
     """The probe's control: this copy installs no job filter."""
 EOF
-chmod -R a+rX "$WORK/runner-nofilter" "$WORK/noseccomp.cfg"
+# The runtime section's jobs run a copy whose filter has the kernel log each
+# refusal (audit type 1326, with the call's number): a failure names the call.
+mkdir "$WORK/runner-logged"
+cp "$RUNNER_DIR"/*.py "$WORK/runner-logged/"
+printf '\n\nLOG_REFUSALS = True\n' >> "$WORK/runner-logged/confine.py"
+# The budgets section's control: a copy without the per-job budgets (no
+# rlimits of the job's own, no user namespace of the fork-mode child's own).
+mkdir "$WORK/runner-shared-budgets"
+cp "$RUNNER_DIR"/*.py "$WORK/runner-shared-budgets/"
+cat >> "$WORK/runner-shared-budgets/confine.py" <<'EOF'
+
+
+JOB_RLIMITS = {}
+_unshare_for_real = unshare
+
+
+def unshare(flags):
+    """The probe's control: no user namespace of the child's own."""
+    if flags != CLONE_NEWUSER:
+        _unshare_for_real(flags)
+EOF
+chmod -R a+rX "$WORK/runner-nofilter" "$WORK/noseccomp.cfg" "$WORK/runner-logged" \
+  "$WORK/runner-shared-budgets"
 
 # ---------------------------------------------------------------- the driver
 export NSJAIL VENV CFG RUNNER_DIR WORK PROBE_PID=$$
@@ -321,10 +343,24 @@ try:
     s.connect(("127.0.0.1", 9)); print("TCPLO OK")
 except OSError as exc:
     print("TCPLO", name(exc))
-print("IFACES", socket.if_nameindex())
-up = []
+# Interfaces by index through ioctl SIOCGIFNAME: glibc's if_nameindex() asks
+# netlink, which the job filter refuses; a sealed job's socket.if_nameindex
+# answers from ioctl (python/confine.py).
+try:
+    print("NAMEINDEX", socket.if_nameindex())
+except OSError as exc:
+    print("NAMEINDEX", name(exc))
 probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-for _, ifname in socket.if_nameindex():
+ifaces = []
+for index in range(1, 256):
+    try:
+        reply = fcntl.ioctl(probe, 0x8910, struct.pack("16si20x", b"", index))   # SIOCGIFNAME
+    except OSError:
+        continue
+    ifaces.append((index, reply[:16].split(b"\0", 1)[0].decode()))
+print("IFACES", ifaces)
+up = []
+for _, ifname in ifaces:
     request = struct.pack("16sH22x", ifname.encode(), 0)
     flags = struct.unpack("16sH22x", fcntl.ioctl(probe, 0x8913, request))[1]   # SIOCGIFFLAGS
     if flags & 1:                                                               # IFF_UP
@@ -345,6 +381,8 @@ EOF
   check "no IPv6 route: UDP connect to 2001:db8::1 fails (got $(line '^UDP6'))" has '^UDP6 (ENETUNREACH|EAFNOSUPPORT|EADDRNOTAVAIL)$'
   check "no route to loopback: TCP to 127.0.0.1 gives ENETUNREACH (got $(line '^TCPLO'))" has '^TCPLO ENETUNREACH$'
   check "the only interface is lo ($(line '^IFACES'))" has "^IFACES \[\(1, 'lo'\)\]$"
+  check "socket.if_nameindex() answers without netlink, as ioctl does ($(line '^NAMEINDEX'))" \
+    eval '[ "$(line "^NAMEINDEX")" = "$(line "^IFACES")" ]'
   check "no interface is up (up: $(line '^UP'))" has '^UP \[\]$'
   check "name resolution fails, without sending ($(line '^DNS'))" has '^DNS FAIL'
 }
@@ -481,9 +519,44 @@ CALLS = [
     ("vhangup", "P", 153),
     ("syslog(SIZE_BUFFER)", "P", 103, 10, 0, 0),
     ("personality(ADDR_NO_RANDOMIZE)", "P", 135, 0x0040000),
+    # The job filter is an allow-list: socket families, narrowed calls, calls
+    # refused for the budgets they would spend, and numbers newer than its list.
+    ("socket(AF_NETLINK)", "J", 41, 16, 2, 0),
+    ("socket(AF_PACKET)", "J", 41, 17, 2, 0),
+    ("socket(AF_VSOCK)", "J", 41, 40, 1, 0),
+    ("socket(AF_ALG)", "J", 41, 38, 5, 0),
+    ("socket(AF_KEY)", "J", 41, 15, 3, 2),
+    ("socket(AF_XDP)", "J", 41, 44, 3, 0),
+    ("socketpair(AF_NETLINK)", "J", 53, 16, 2, 0, 0),
+    ("ioctl(TIOCSTI)", "J", 16, -1, 0x5412, 0),
+    ("ioctl(FIONREAD)", "J", 16, -1, 0x541B, 0),
+    ("prctl(PR_GET_DUMPABLE)", "J", 157, 3, 0, 0, 0, 0),
+    ("fcntl(F_SETPIPE_SZ)", "J", 72, -1, 1031, 1 << 20),
+    ("fcntl(F_NOTIFY)", "J", 72, -1, 1026, 0),
+    ("inotify_init1", "J", 294, 0),
+    ("mq_open", "J", 240, 0, 0, 0, 0),
+    ("io_setup", "J", 206, 0, 0),
+    ("cachestat", "J", 451, -1, 0, 0, 0),
+    ("fchmodat2", "J", 452, -1, 0, 0, 0),
+    ("futex_wake", "J", 454, 0, 0, 0, 0),
+    ("mseal", "J", 462, 0, 0, 0),
+    ("file_getattr", "J", 468, -1, 0, 0, 0, 0),
+    ("listns", "J", 470, 0, 0, 0, 0),
+    ("nr471", "J", 471, -1, -1, -1),
+    ("nr500", "J", 500),
+    ("nr1000", "J", 1000),
+    ("nr0x3fffffff", "J", 0x3FFFFFFF),
 ]
+WANT = {"clone3": "ENOSYS", "ioctl(TIOCSTI)": "ENOTTY", "ioctl(FIONREAD)": "ENOTTY",
+        "prctl(PR_GET_DUMPABLE)": "EINVAL", "fcntl(F_SETPIPE_SZ)": "EINVAL",
+        "fcntl(F_NOTIFY)": "EINVAL", "listns": "EPERM"}
+WANT.update({name: "EAFNOSUPPORT" for name, *_ in CALLS if name.startswith("socket")})
+WANT.update({name: "ENOSYS" for name in (
+    "inotify_init1", "mq_open", "io_setup", "cachestat", "fchmodat2", "futex_wake", "mseal",
+    "file_getattr", "nr471", "nr500", "nr1000", "nr0x3fffffff")})
 RETURNS_FD = {"open_tree", "fsopen", "fsmount", "fspick", "open_tree_attr", "pidfd_getfd",
-              "perf_event_open", "bpf", "userfaultfd(USER_MODE_ONLY)", "io_uring_setup"}
+              "perf_event_open", "bpf", "userfaultfd(USER_MODE_ONLY)", "io_uring_setup",
+              "inotify_init1"} | {name for name, *_ in CALLS if name.startswith("socket(")}
 print("CALLS", len(CALLS))
 for name, walls, number, *args in CALLS:
     ctypes.set_errno(0)
@@ -499,7 +572,7 @@ for name, walls, number, *args in CALLS:
         result = errno.errorcode.get(code, str(code))
     else:
         result = "ret=%d" % r
-    print("SYSCALL", name, walls, result)
+    print("SYSCALL", name, walls, result, WANT.get(name, "EPERM"))
 print("PERSONA_QUERY", libc.syscall(ctypes.c_long(135), ctypes.c_long(0xffffffff)))
 EOF
 seccomp() {
@@ -515,13 +588,12 @@ seccomp() {
   done
   declare -A by_policy by_filter by_none
   local name walls r want
-  while read -r _ name walls r; do by_policy[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-policy)/out")
-  while read -r _ name walls r; do by_filter[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-filter)/out")
-  while read -r _ name walls r; do by_none[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-none)/out")
+  while read -r _ name walls r _; do by_policy[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-policy)/out")
+  while read -r _ name walls r _; do by_filter[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-filter)/out")
+  while read -r _ name walls r _; do by_none[$name]=$r; done < <(grep '^SYSCALL' "$(dir_of seccomp-none)/out")
   local np=0 nj=0 policy_leaks="" filter_leaks="" kernel_too="" policy_passes=""
   R=$(dir_of seccomp-both)
-  while read -r _ name walls r; do
-    want=EPERM; [ "$name" = clone3 ] && want=ENOSYS
+  while read -r _ name walls r want; do
     local ctx="jail policy alone: ${by_policy[$name]:-?}; job filter alone: ${by_filter[$name]:-?}; neither: ${by_none[$name]:-?}"
     if [ "$r" = "$want" ]; then pass "seccomp: $name -> $r ($ctx)"; else fail "seccomp: $name -> $r, want $want ($ctx)"; fi
     if [[ $walls == *P* ]]; then
@@ -687,6 +759,195 @@ EOF
   fi
 }
 
+# ================================================================ runtime
+# The whole runtime under the job filter (python/runtime_exercise.py): every
+# public module of numpy, pandas and matplotlib, one job per package, and the
+# smoke calls in a job of their own. The host's run is the baseline: a module
+# that imports there but not here is a failure, named with its error and the
+# calls the kernel logged as refused (the jobs run the runner-logged copy).
+kernel_log_mark() { dmesg 2>/dev/null | tail -1; }
+refused_since() { # refused_since MARK: "name xN" for each call refused to a jail (uid 65534) since MARK
+  dmesg 2>/dev/null | awk -v mark="$1" 'found || mark == "" { print } $0 == mark { found = 1 }' \
+    | grep 'type=1326' | grep ' uid=65534 ' | grep -oE 'syscall=[0-9]+' | cut -d= -f2 \
+    | RUNNER_DIR="$RUNNER_DIR" "$HOSTPY" -c '
+import collections, os, sys
+sys.path.insert(0, os.environ["RUNNER_DIR"])
+import syscall_table
+counts = collections.Counter(int(n) for n in sys.stdin.read().split())
+print(" ".join(f"{syscall_table.NAMES.get(n, n)}x{c}" for n, c in sorted(counts.items())))'
+}
+runtime_baseline() { # the walk on the host, once: $WORK/runtime-host.json
+  [ -s "$WORK/runtime-host.json" ] && return 0
+  local home; home=$(mktemp -d "$WORK/host-home.XXXXXX")
+  (cd "$home" && env -i HOME="$home" MPLCONFIGDIR="$home" PYEXEC_OUTPUTS_DIR="$home/outputs" \
+     LANG=C.UTF-8 TZ=UTC OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 \
+     "$VENV/bin/python3" -I "$RUNNER_DIR/runtime_exercise.py" --no-smoke \
+     > "$WORK/runtime-host.json" 2> "$WORK/runtime-host.err")
+}
+runtime_verdict() { # runtime_verdict < the job's REPORT: the lines the checks read
+  "$HOSTPY" -c '
+import json, sys
+inside = json.load(sys.stdin)
+host = json.load(open(sys.argv[1]))["imports"]
+imports = inside.get("imports", {})
+new = {m: e for m, e in imports.items() if e and not host.get(m)}
+if "imports" in inside:
+    excluded = sorted(m for m in imports if host.get(m))
+    print(f"WALKED {len(imports)}")
+    print("EXCLUDED " + "; ".join(f"{m} ({host[m][:70]})" for m in excluded))
+    print("INSIDE-ONLY " + " ".join(sorted(m for m in imports if m not in host)))
+print("NEW " + "; ".join(f"{m}: {e[:160]}" for m, e in sorted(new.items())))
+smoke = inside.get("smoke", {})
+print(f"SMOKE {len(smoke)} " + "; ".join(f"{k}: {v[:160]}" for k, v in smoke.items() if v))
+' "$WORK/runtime-host.json"
+}
+runtime() {
+  runtime_baseline || { fail "runtime: the walk ran on the host (see $WORK/runtime-host.err)"; return; }
+  local part args mark refused verdict new
+  for part in numpy pandas matplotlib smoke; do
+    case $part in
+      smoke) args='walk=False' ;;
+      matplotlib) args='calls=False, packages=("matplotlib", "mpl_toolkits")' ;;
+      *) args="calls=False, packages=(\"$part\",)" ;;
+    esac
+    { cat "$RUNNER_DIR/runtime_exercise.py"; echo; echo "print(\"REPORT\", json.dumps(exercise($args)))"; } \
+      > "$WORK/runtime-$part.py"
+    mark=$(kernel_log_mark)
+    job "runtime-$part" "runner=$WORK/runner-logged" timeout="$(scaled 120)" < "$WORK/runtime-$part.py"
+    refused=$(refused_since "$mark")
+    verdict=$(grep '^REPORT ' "$R/out" | cut -d' ' -f2- | runtime_verdict 2>&1)
+    if ! answered || ! grep -q '^SMOKE ' <<< "$verdict"; then
+      fail "runtime: the $part job answered (refused calls the kernel logged: ${refused:-none})"; show; continue
+    fi
+    new=$(sed -n 's/^NEW //p' <<< "$verdict")
+    if [ "$part" = smoke ]; then
+      local smoke; smoke=$(sed -n 's/^SMOKE //p' <<< "$verdict")
+      local broken=${smoke#* }
+      check "runtime: all ${smoke%% *} smoke calls work under the job filter (numpy, pandas, matplotlib PNG/SVG/PDF, multiprocessing with each start method, threads, fork, subprocess, tempfile, outputs, time, signals, sockets, asyncio, stdlib)${broken:+; failed: $broken}" \
+        [ -z "$broken" ]
+    else
+      check "runtime: every public module of $part that imports on the host imports under the job filter ($(sed -n 's/^WALKED //p' <<< "$verdict") walked)${new:+; failed inside only: $new}" [ -z "$new" ]
+      info "runtime: $part: left out, they fail on the host too: $(sed -n 's/^EXCLUDED //p' <<< "$verdict")"
+      local only; only=$(sed -n 's/^INSIDE-ONLY //p' <<< "$verdict")
+      [ -n "$only" ] && info "runtime: $part: walked inside only: $only"
+    fi
+    info "runtime: $part: calls the job filter refused (kernel log, which the kernel rate-limits): ${refused:-none}; peak memory $(mib "$(fact cg_memory_peak)")"
+  done
+}
+
+# ================================================================ budgets
+# The kernel's per-user counters (queued signals, processes, message queues)
+# are kept per (user namespace, uid). Two jobs at once: the first holds every
+# queued signal, process and POSIX message queue it can get, and waits; the
+# second must still queue a signal and fork. Both lower their RLIMIT_NPROC to
+# 40 first (any process may), so that this budget, not the pids cgroup, is
+# the one reached. The control runs the runner-shared-budgets copy: there the
+# second job must fail, or these checks could not see a shared budget at all.
+budget_hold() {
+  sed "s/HOLD_S/$(scaled 20)/" <<'EOF'
+import ctypes, errno, os, resource, signal, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+class Value(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+resource.setrlimit(resource.RLIMIT_NPROC, (40, 40))
+print("LIMITS", [resource.getrlimit(getattr(resource, "RLIMIT_" + n))[1]
+                 for n in ("SIGPENDING", "MSGQUEUE", "NPROC")])
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})
+queued = 0
+while queued < 200000 and libc.sigqueue(os.getpid(), signal.SIGRTMIN, Value(queued)) == 0:
+    queued += 1
+print("QUEUED", queued, errno.errorcode.get(ctypes.get_errno()))
+children = []
+while len(children) < 1000:
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("FORKS", len(children), errno.errorcode[e.errno]); break
+    if pid == 0:
+        time.sleep(120); os._exit(0)
+    children.append(pid)
+queues = 0
+while queues < 100:
+    name = b"/pyexec-probe-%d" % queues
+    if libc.syscall(240, name, os.O_CREAT | os.O_RDWR, 0o600, None) < 0:   # mq_open
+        break
+    queues += 1
+print("MQ", queues, errno.errorcode.get(ctypes.get_errno()))
+print("HOLD", flush=True)
+time.sleep(HOLD_S)
+EOF
+}
+budget_probe() {
+  cat <<'EOF'
+import ctypes, errno, os, resource, signal
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+class Value(ctypes.Union):
+    _fields_ = [("i", ctypes.c_int), ("p", ctypes.c_void_p)]
+resource.setrlimit(resource.RLIMIT_NPROC, (40, 40))
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN + 1})
+# Sixteen: a shared budget at its limit can still have a slot or two free
+# now and then (other processes' signals come and go).
+queued = 0
+while queued < 16 and libc.sigqueue(os.getpid(), signal.SIGRTMIN + 1, Value(queued)) == 0:
+    queued += 1
+print("SIGQUEUE", "OK" if queued == 16 else "%d %s" % (queued, errno.errorcode.get(ctypes.get_errno())))
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0); print("FORK OK")
+except OSError as e:
+    print("FORK", errno.errorcode[e.errno])
+r = libc.syscall(240, b"/pyexec-probe-b", os.O_CREAT | os.O_RDWR, 0o600, None)
+print("MQ", "opened" if r >= 0 else errno.errorcode.get(ctypes.get_errno()))
+EOF
+}
+budgets() {
+  local run runner userns A B
+  # fork mode: "fix" is the zygote with --own-user-namespace 1, which the
+  # server does not pass yet (it must first write the child's id map);
+  # "today" is the zygote as the server starts it now.
+  local runs="fix:$RUNNER_DIR:1 control:$WORK/runner-shared-budgets:0"
+  [ "$M" = fork ] && runs+=" today:$RUNNER_DIR:0"
+  for run in $runs; do
+    IFS=: read -r run runner userns <<< "$run"
+    A=$(dir_of "budget-$run-a"); B=$(dir_of "budget-$run-b")
+    mkdir -p "$A" "$B"
+    budget_hold > "$A/job.py"
+    budget_probe > "$B/job.py"
+    drive pair "mode=$M" "a=budget-$run-a" "b=budget-$run-b" "runner=$runner" "userns=$userns"
+    R=$A
+    grep -q '^HOLD' "$R/out" || { fail "budgets ($run): the first job got to its HOLD line"; show; }
+    info "budgets ($run): the first job's hard limits [sigpending, msgqueue, nproc] $(line '^LIMITS'); it queued $(line '^QUEUED') signals, forked $(line '^FORKS') children, opened $(line '^MQ') message queues"
+    local queued; queued=$(line '^QUEUED' | cut -d' ' -f1)
+    R=$B
+    answered || { fail "budgets ($run): the second job answered"; show; }
+    if [ "$run" = today ]; then
+      info "budgets (today: no user namespace of the child's own): the second job's sigqueue $(line '^SIGQUEUE'), fork $(line '^FORK'): a zygote's jobs share one budget until the server passes --own-user-namespace 1"
+    elif [ "$run" = fix ]; then
+      local how=""
+      [ "$M" = fork ] && how=" (the zygote run with --own-user-namespace 1)"
+      R=$A
+      check "budgets: a job queues at most its own 256 signals ($(line '^QUEUED'))" [ "$queued" = 256 ]
+      check "budgets: POSIX message queues are refused (ENOSYS; RLIMIT_MSGQUEUE 0 besides): $(line '^MQ')" has '^MQ 0 ENOSYS$'
+      R=$B
+      check "budgets: while another job holds all it can, a job still queues 16 signals ($(line '^SIGQUEUE')) and forks ($(line '^FORK'))$how" \
+        eval 'has "^SIGQUEUE OK$" && has "^FORK OK$"'
+      check "budgets: ... and is refused a message queue like every job ($(line '^MQ'))" has '^MQ ENOSYS$'
+    else
+      check "budgets (control: no per-job budgets): the second job can't queue 16 signals (queued $(line '^SIGQUEUE')), so the check above can see a shared budget" has '^SIGQUEUE [0-9]+ EAGAIN$'
+      if [ "$M" = fork ]; then
+        check "budgets (control): ... and so does its fork ($(line '^FORK')): without the child's own user namespace RLIMIT_NPROC is one budget" has '^FORK EAGAIN$'
+      else
+        info "budgets (control): the second jail still forks ($(line '^FORK')): each jail is a user namespace of its own, so RLIMIT_NPROC was never shared between spawn-mode jobs; queued signals were, at the host level (every jail is uid 65534)"
+      fi
+    fi
+  done
+  info "budgets: per host uid, which no user namespace splits: inotify instances (fs.inotify.max_user_instances $(cat /proc/sys/fs/inotify/max_user_instances 2>/dev/null); refused to jobs), pipe buffers (fs.pipe-user-pages-soft $(cat /proc/sys/fs/pipe-user-pages-soft 2>/dev/null) pages; F_SETPIPE_SZ refused), epoll watches (fs.epoll.max_user_watches $(cat /proc/sys/fs/epoll/max_user_watches 2>/dev/null); each job's memory cgroup bounds its own)"
+}
+
 # ================================================================ fork mode only
 fork_only() {
   R=$(dir_of basic)
@@ -699,6 +960,44 @@ fork_only() {
     eval '[ "$(fact before_move_cgroup_memory)" = "$(fact zygote_cgroup_path)" ] && [ "$(fact job_cgroup_memory)" = "$(fact cg_path_memory)" ] && [ "$(fact job_cgroup_memory)" != "$(fact zygote_cgroup_path)" ]'
   check "the child has one seccomp filter more than the zygote, its own ($(fact zygote_Seccomp_filters) -> $(fact job_Seccomp_filters))" \
     eval '[ "$(fact job_Seccomp_filters)" = $(( $(fact zygote_Seccomp_filters) + 1 )) ]'
+
+  # Nothing of the zygote's loop reaches the job: no frame of it on the
+  # stack (its locals held the server's fork counter), and no Zygote, fork
+  # request or control socket among the objects the collector tracks.
+  job residue <<'EOF'
+import gc, json, socket, sys
+main = sys.modules.get("__main__")
+zygote_file = getattr(main, "__file__", "?")
+frames = []
+f = sys._getframe()
+while f is not None:
+    if f.f_code.co_filename == zygote_file:
+        frames.append(f.f_code.co_name)
+    f = f.f_back
+kinds = tuple(t for t in (getattr(main, "Zygote", None), getattr(main, "JobChild", None))
+              if isinstance(t, type))
+found = set()
+for o in gc.get_objects():
+    try:
+        if kinds and isinstance(o, kinds):
+            found.add(type(o).__name__)
+        elif isinstance(o, dict) and o.get("type") == "fork":
+            found.add("a fork request")
+        elif isinstance(o, socket.socket) and o.type == socket.SOCK_SEQPACKET:
+            found.add("the control socket")
+        elif type(o).__name__ == "frame" and o.f_code.co_filename == zygote_file \
+                and o.f_code.co_name != "<module>":
+            found.add("frame " + o.f_code.co_name)
+    except Exception:
+        pass
+print("ZYGOTE_FRAMES", json.dumps(frames))
+print("ZYGOTE_OBJECTS", json.dumps(sorted(found)))
+EOF
+  answered || show
+  check "the job's stack holds no frame of the zygote's loop (zygote.py frames: $(line '^ZYGOTE_FRAMES'))" \
+    has '^ZYGOTE_FRAMES \["<module>"\]$'
+  check "gc.get_objects() finds no Zygote, fork request or control socket ($(line '^ZYGOTE_OBJECTS'))" \
+    has '^ZYGOTE_OBJECTS \[\]$'
 
   # Two children, both forked and waiting; A does its part and holds, then B runs.
   local token=$RANDOM$RANDOM
@@ -787,7 +1086,7 @@ EOF
 # ================================================================ main
 for M in $MODES; do
   echo "== $M mode"
-  basics; network; filesystem; seccomp; rlimits; cgroups; exits
+  basics; network; filesystem; seccomp; rlimits; cgroups; exits; runtime; budgets
   [ "$M" = fork ] && fork_only
 done
 

@@ -237,6 +237,14 @@ async fn without_the_jobs_own_filter_it_refuses() {
         }
         std::fs::write(runner.join(file), text).unwrap();
     }
+    let package = runner.join("pyexec_runner");
+    std::fs::create_dir_all(&package).unwrap();
+    for entry in std::fs::read_dir(common::repo_root().join("python/pyexec_runner")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "py") {
+            std::fs::copy(&path, package.join(path.file_name().unwrap())).unwrap();
+        }
+    }
     std::fs::set_permissions(&runner, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     refuses_naming(
         &[("PYEXEC_RUNNER_DIR", runner.to_str().unwrap())],

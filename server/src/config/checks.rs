@@ -10,7 +10,7 @@ use super::table::{
 use super::{Config, ConfigError, MAX_JSON_BYTES_PER_CHAR};
 
 /// The largest job frame the runner accepts (`MAX_JOB_FRAME_BYTES` in
-/// python/runner.py; a test checks the two agree).
+/// python/pyexec_runner/protocol.py; a test checks the two agree).
 const RUNNER_MAX_JOB_FRAME: usize = 16 << 20;
 /// Room in a job frame beyond the script's JSON string: the envelope.
 const JOB_ENVELOPE: usize = 1024;
@@ -182,13 +182,14 @@ mod tests {
     #[test]
     fn the_job_frame_cap_is_the_runners() {
         let runner = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../python/runner.py"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../python/pyexec_runner/protocol.py"),
         )
         .unwrap();
         let line = runner
             .lines()
             .find_map(|l| l.strip_prefix("MAX_JOB_FRAME_BYTES = "))
-            .expect("runner.py defines MAX_JOB_FRAME_BYTES");
+            .expect("protocol.py defines MAX_JOB_FRAME_BYTES");
         let value: usize = line
             .split('*')
             .map(|factor| factor.trim().parse::<usize>().unwrap())

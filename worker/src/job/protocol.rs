@@ -107,7 +107,7 @@ pub struct OutputFiles {
 }
 
 /// The runner lists at most this many omitted names (`MAX_OMITTED_LISTED` in
-/// python/runner.py); a test checks the two agree.
+/// python/pyexec_runner/outputs.py); a test checks the two agree.
 pub const MAX_OMITTED_LISTED: usize = 100;
 /// The runner skips files whose relative name is longer than this, in bytes
 /// of UTF-8 (`MAX_FILE_NAME_BYTES`).
@@ -266,12 +266,12 @@ mod tests {
 
     #[test]
     fn the_file_caps_are_the_runners() {
-        let runner = include_str!("../../../python/runner.py");
+        let runner = include_str!("../../../python/pyexec_runner/outputs.py");
         let constant = |name: &str| -> usize {
             runner
                 .lines()
                 .find_map(|l| l.strip_prefix(&format!("{name} = ")))
-                .unwrap_or_else(|| panic!("runner.py defines {name}"))
+                .unwrap_or_else(|| panic!("outputs.py defines {name}"))
                 .trim()
                 .parse()
                 .unwrap()

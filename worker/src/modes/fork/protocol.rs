@@ -11,7 +11,7 @@
 //! ```
 //!
 //! `python/zygote_protocol_examples.json` holds example messages that both
-//! this module's tests and `python/test_zygote.py` decode.
+//! this module's tests and `python/test_zygote_protocol.py` decode.
 
 use serde::{Deserialize, Serialize};
 
