@@ -61,6 +61,7 @@ pub fn readyz<S: Sandbox>(state: &AppState<S>) -> Response<Body> {
 
 pub fn metrics<S: Sandbox>(state: &AppState<S>) -> Result<Response<Body>, ApiError> {
     state.metrics.observe_pool(&state.pool.status());
+    observe_callers(state);
     let (text, content_type) = state
         .metrics
         .render()
@@ -70,4 +71,26 @@ pub fn metrics<S: Sandbox>(state: &AppState<S>) -> Result<Response<Body>, ApiErr
         response.headers_mut().insert(CONTENT_TYPE, value);
     }
     Ok(response)
+}
+
+/// The store's and the meter's gauges, read at scrape time.
+fn observe_callers<S: Sandbox>(state: &AppState<S>) {
+    let callers = &state.callers;
+    let metrics = &state.metrics;
+    metrics
+        .store_up
+        .set(i64::from(callers.store().is_some() && callers.store_up()));
+    if let Some(meter) = callers.meter() {
+        metrics
+            .usage_unwritten
+            .set(i64::try_from(meter.pending_jobs()).unwrap_or(i64::MAX));
+        let dropped = meter
+            .counters
+            .dropped_jobs
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let counted = metrics.usage_dropped.get();
+        if dropped > counted {
+            metrics.usage_dropped.inc_by(dropped - counted);
+        }
+    }
 }
