@@ -358,8 +358,11 @@ async fn the_token_never_reaches_a_log_a_metric_an_error_or_the_database() {
         metrics.contains(&format!("pyexec_key_jobs_total{{key=\"{id}\"}}")),
         "per-key series"
     );
+    common::eventually("the job's log line names the key's id", || {
+        server.logs().iter().any(|line| line.contains(&id))
+    })
+    .await;
     let logs = server.logs().join("\n");
-    assert!(logs.contains(&id), "the log names the key's id");
     let mut database = Vec::new();
     for entry in std::fs::read_dir(data.path()).unwrap() {
         database.extend(std::fs::read(entry.unwrap().path()).unwrap());

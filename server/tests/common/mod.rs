@@ -321,6 +321,8 @@ pub struct TestServer {
     pub addr: SocketAddr,
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// Reads the server's stdout into `lines` until the server exits.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// The server's own store (PYEXEC_DATA_DIR), unless the test gave one;
     /// removed with the server.
     pub data_dir: Option<tempfile::TempDir>,
@@ -372,7 +374,7 @@ impl TestServer {
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 sink.lock().unwrap().push(line);
@@ -382,6 +384,7 @@ impl TestServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child,
             lines,
+            reader: Some(reader),
             data_dir,
         }
     }
@@ -473,6 +476,10 @@ impl TestServer {
         let deadline = Instant::now() + scaled(timeout);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                // Its stdout is closed now: every line it wrote is read.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
                 return Some(status);
             }
             if Instant::now() >= deadline {
