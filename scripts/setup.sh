@@ -38,8 +38,9 @@ fi
 #    on the PATH are kept: another packaging of them (NodeSource's nodejs
 #    bundles npm and conflicts with Debian's) would be removed by installing
 #    Debian's.
+#    haproxy: the fleet test puts two servers behind it (server/tests/fleet.rs).
 debs=(python3 python3-venv ca-certificates curl procps make gcc prometheus postgresql
-      chromium chromium-driver)
+      haproxy chromium chromium-driver)
 command -v node >/dev/null 2>&1 || debs+=(nodejs)
 command -v npm >/dev/null 2>&1 || debs+=(npm)
 missing=()
@@ -59,6 +60,15 @@ if [ -x /etc/init.d/prometheus ]; then
     systemctl disable --now prometheus >/dev/null 2>&1 || true
   else
     /etc/init.d/prometheus stop >/dev/null 2>&1 || true
+  fi
+fi
+# Debian's haproxy package starts a service with an empty configuration; the
+# fleet test runs its own. Stop and disable it, as prometheus.
+if [ -x /etc/init.d/haproxy ]; then
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now haproxy >/dev/null 2>&1 || true
+  else
+    /etc/init.d/haproxy stop >/dev/null 2>&1 || true
   fi
 fi
 # Debian's postgresql package makes a cluster `main` on :5432 and starts it;

@@ -143,6 +143,7 @@ pub async fn start_callers(config: &Config) -> anyhow::Result<Arc<Callers>> {
         refresh_every: KEY_REFRESH,
         meter_every: METER_EVERY,
         meter_max_rows: METER_MAX_ROWS,
+        shared_store: config.database_url.is_some(),
     };
     Callers::start(callers_config, store, instance_id())
         .await

@@ -213,14 +213,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A job slot of a key, held while its job runs; given back on drop.
+/// A job slot of a key, held while its job runs; given back on drop (to
+/// the fleet too, when the fleet's store granted it).
 pub struct JobPermit {
     entry: std::sync::Arc<KeyEntry>,
+    fleet: Option<std::sync::Arc<super::fleet::Fleet>>,
 }
 
 impl JobPermit {
-    /// Takes one of the key's job slots, if it has one free.
-    pub fn take(entry: &std::sync::Arc<KeyEntry>, max: Option<u32>) -> Option<JobPermit> {
+    /// Takes one of the key's job slots, if it has one free here (`max`:
+    /// `None` when the fleet already granted one).
+    pub fn take(
+        entry: &std::sync::Arc<KeyEntry>,
+        max: Option<u32>,
+        fleet: Option<std::sync::Arc<super::fleet::Fleet>>,
+    ) -> Option<JobPermit> {
         let slots = &entry.jobs_in_flight;
         let mut current = slots.load(Ordering::SeqCst);
         loop {
@@ -231,6 +238,7 @@ impl JobPermit {
                 Ok(_) => {
                     return Some(JobPermit {
                         entry: entry.clone(),
+                        fleet,
                     })
                 }
                 Err(now) => current = now,
@@ -242,6 +250,9 @@ impl JobPermit {
 impl Drop for JobPermit {
     fn drop(&mut self) {
         self.entry.jobs_in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(fleet) = &self.fleet {
+            fleet.give_slot(&self.entry.id());
+        }
     }
 }
 

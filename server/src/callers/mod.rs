@@ -24,6 +24,7 @@
 //! the cache, an unknown key gets 503 `store_unavailable`, and usage waits
 //! in memory (bounded) until the store is back.
 
+pub mod fleet;
 pub mod keys;
 pub mod limits;
 pub mod meter;
@@ -77,6 +78,9 @@ pub struct CallersConfig {
     /// The most (key, hour, outcome) rows of usage held while the store is
     /// unreachable.
     pub meter_max_rows: usize,
+    /// The store is shared by a fleet (Postgres): the keys' limits hold for
+    /// the fleet as a whole ([`fleet`]).
+    pub shared_store: bool,
 }
 
 /// Why a request was refused before it ran.
@@ -160,6 +164,7 @@ pub struct Callers {
     store: Option<Arc<dyn Store>>,
     keys: Arc<KeyCache>,
     meter: Option<Arc<Meter>>,
+    fleet: Option<Arc<fleet::Fleet>>,
     store_up: AtomicBool,
     stop: CancellationToken,
     tasks: tokio_util::task::TaskTracker,
@@ -185,23 +190,25 @@ impl Callers {
         let keys = Arc::new(KeyCache::new(move |record: &KeyRecord| {
             Policy::resolve(&record.limits, &defaults, timeout, memory)
         }));
-        let meter = match (&store, config.auth) {
+        let (meter, fleet) = match (&store, config.auth) {
             (Some(store), AuthMode::Keys) => {
                 keys.replace_all(store.list_keys().await?);
-                Some(Arc::new(Meter::new(
-                    store.clone(),
-                    keys.clone(),
-                    config.meter_max_rows,
-                    instance,
-                )))
+                let fleet = config
+                    .shared_store
+                    .then(|| fleet::Fleet::new(store.clone(), &instance).map(Arc::new))
+                    .flatten();
+                let meter =
+                    Meter::new(store.clone(), keys.clone(), config.meter_max_rows, instance);
+                (Some(Arc::new(meter)), fleet)
             }
-            _ => None,
+            _ => (None, None),
         };
         let callers = Arc::new(Callers {
             config,
             store,
             keys,
             meter,
+            fleet,
             store_up: AtomicBool::new(true),
             stop: CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
@@ -213,6 +220,9 @@ impl Callers {
                     .run(callers.config.meter_every, callers.stop.clone()),
             );
             callers.tasks.spawn(refresh(callers.clone()));
+        }
+        if callers.fleet.is_some() {
+            callers.tasks.spawn(tend_fleet(callers.clone()));
         }
         Ok(callers)
     }
@@ -260,31 +270,53 @@ impl Callers {
             return Err(Refusal::Unauthorized);
         }
         let policy = entry.policy();
-        let rate = entry.gate.take_request(&policy).map_err(|retry_after| {
-            let standing = RateStanding {
-                remaining: 0,
-                reset_s: retry_after.as_secs_f64().ceil() as u64,
-            };
-            let cpu = policy.cpu_s_per_day.map(|q| entry.gate.cpu_left(q));
-            Refusal::RateLimited {
-                retry_after,
-                fields: limits::ratelimit_fields(
-                    &policy,
-                    Some(standing),
-                    entry.jobs_in_flight(),
-                    cpu,
-                ),
-            }
-        })?;
+        let rate = self
+            .take_request(&entry, &policy)
+            .await
+            .map_err(|retry_after| {
+                let standing = RateStanding {
+                    remaining: 0,
+                    reset_s: retry_after.as_secs_f64().ceil() as u64,
+                };
+                let cpu = policy.cpu_s_per_day.map(|q| entry.gate.cpu_left(q));
+                Refusal::RateLimited {
+                    retry_after,
+                    fields: limits::ratelimit_fields(
+                        &policy,
+                        Some(standing),
+                        entry.jobs_in_flight(),
+                        cpu,
+                    ),
+                }
+            })?;
         Ok(Caller {
             key: Some(entry),
             rate,
         })
     }
 
-    /// Admits one job of `caller`: its CPU quota and its jobs at once. The
-    /// permit holds its slot until dropped.
-    pub fn admit_job(&self, caller: &Caller) -> Result<Option<JobPermit>, Refusal> {
+    /// One request off the key's rate: the fleet's (a leased slice, or the
+    /// store when the slice is spent), else this instance's own limiter.
+    async fn take_request(
+        &self,
+        entry: &Arc<KeyEntry>,
+        policy: &Policy,
+    ) -> Result<Option<RateStanding>, Duration> {
+        if let Some(fleet) = &self.fleet {
+            match fleet.take_request(&entry.id(), policy).await {
+                fleet::Verdict::Decided(decision) => return decision,
+                fleet::Verdict::StoreUnavailable(error) => self.note_store(Err(&error)),
+            }
+        }
+        entry.gate.take_request(policy)
+    }
+
+    /// Admits one job of `caller`: its CPU quota and its jobs at once (the
+    /// fleet's, with a shared store). The permit holds its slot until
+    /// dropped.
+    ///
+    /// Cancel safety: safe to drop.
+    pub async fn admit_job(&self, caller: &Caller) -> Result<Option<JobPermit>, Refusal> {
         let Some(entry) = caller.key.as_ref() else {
             return Ok(None);
         };
@@ -298,11 +330,21 @@ impl Callers {
                 });
             }
         }
-        JobPermit::take(entry, policy.max_concurrent)
+        let refused = Refusal::ConcurrencyLimited {
+            max: policy.max_concurrent.unwrap_or(0),
+        };
+        if let (Some(fleet), Some(max)) = (&self.fleet, policy.max_concurrent) {
+            match fleet.take_slot(&entry.id(), max).await {
+                fleet::Verdict::Decided(true) => {
+                    return Ok(JobPermit::take(entry, None, Some(fleet.clone())))
+                }
+                fleet::Verdict::Decided(false) => return Err(refused),
+                fleet::Verdict::StoreUnavailable(error) => self.note_store(Err(&error)),
+            }
+        }
+        JobPermit::take(entry, policy.max_concurrent, None)
             .map(Some)
-            .ok_or(Refusal::ConcurrencyLimited {
-                max: policy.max_concurrent.unwrap_or(0),
-            })
+            .ok_or(refused)
     }
 
     /// Meters a job that ran for `caller`; nothing without a key.
@@ -378,6 +420,23 @@ fn bearer(headers: &HeaderMap) -> Option<(KeyId, pyexec_store::Secret)> {
         return None;
     }
     parse_token(token.trim())
+}
+
+/// Gives the fleet back the slots this instance no longer needs and renews
+/// its holds, about every second, until the callers close.
+async fn tend_fleet(callers: Arc<Callers>) {
+    let Some(fleet) = callers.fleet.clone() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = callers.stop.cancelled() => return,
+        }
+        if let Err(error) = fleet.tend().await {
+            callers.note_store(Err(&error));
+        }
+    }
 }
 
 /// Refreshes the key cache and every key's CPU used today from the store,

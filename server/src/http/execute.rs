@@ -92,6 +92,7 @@ async fn execute<S: Sandbox>(
     let _permit = state
         .callers
         .admit_job(caller)
+        .await
         .map_err(|refusal| ApiError::from_refusal(&refusal))?;
     let asked = Instant::now();
     let lease = state

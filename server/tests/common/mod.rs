@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cgroups;
+pub mod store;
 mod time_scale;
 
 pub use time_scale::{scaled, time_scale};
