@@ -342,6 +342,13 @@ variables! {
         parse: |s| DatabaseUrl::parse(s).map(Some),
     },
 
+    database_pool: u32 = DATABASE_POOL {
+        name: "PYEXEC_DATABASE_POOL",
+        default: Text("4"),
+        meaning: "connections each instance keeps to Postgres (PYEXEC_DATABASE_URL): instances × this must stay under the database's max_connections",
+        parse: |s| number(s, "a number of connections from 1 to 100", |n| (1..=100).contains(n)),
+    },
+
     key_rate: Option<f64> = KEY_RATE {
         name: "PYEXEC_KEY_RATE",
         default: Text("10"),
