@@ -6,9 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pyexec_store::{
-    Change, KeyId, KeyLimits, KeyRecord, LimitsPatch, Store, StoreConfig, UsageFilter,
-};
+use pyexec_store::{Change, KeyId, KeyLimits, KeyRecord, LimitsPatch, Store, UsageFilter};
 use serde_json::json;
 
 use crate::config::Config;
@@ -64,9 +62,7 @@ pub async fn run(args: &[String], config: &Config) -> Result<String, Failure> {
 }
 
 async fn open(config: &Config) -> Result<std::sync::Arc<dyn Store>, Failure> {
-    let mut store_config = StoreConfig::new(&config.data_dir);
-    store_config.database_url = config.database_url.as_ref().map(|u| u.expose().to_string());
-    pyexec_store::open(store_config)
+    pyexec_store::open(config.store_config())
         .await
         .map_err(|e| Failure::Store(format!("pyexec keys: the store cannot be opened: {e}")))
 }

@@ -103,10 +103,7 @@ async fn serve_on<S: Sandbox>(
 /// (unwritable, corrupt, a newer schema, an unreachable database) stops the
 /// start, saying why; without keys it only costs the snippets, and a warning.
 pub async fn start_callers(config: &Config) -> anyhow::Result<Arc<Callers>> {
-    let mut store_config = pyexec_store::StoreConfig::new(&config.data_dir);
-    store_config.database_url = config.database_url.as_ref().map(|u| u.expose().to_string());
-    store_config.pool_size = config.database_pool;
-    let store = match pyexec_store::open(store_config).await {
+    let store = match pyexec_store::open(config.store_config()).await {
         Ok(store) => {
             tracing::info!(store = %store.describe(), "store open");
             Some(store)

@@ -86,6 +86,15 @@ impl std::fmt::Debug for DatabaseUrl {
 }
 
 impl Config {
+    /// Where keys, usage and snippets are kept: Postgres if a URL is set,
+    /// else the embedded file in the data directory.
+    pub fn store_config(&self) -> pyexec_store::StoreConfig {
+        let mut store = pyexec_store::StoreConfig::new(&self.data_dir);
+        store.database_url = self.database_url.as_ref().map(|u| u.expose().to_string());
+        store.pool_size = self.database_pool;
+        store
+    }
+
     /// Reads the configuration through `env` (`std::env::var(..).ok()` in
     /// production, a map in tests), with defaults derived from this host.
     pub fn from_env(env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
