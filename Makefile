@@ -43,12 +43,16 @@ lint: web
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# The workspace's tests (unit, pool, both real sandboxes), whose end-to-end
-# suites run the real server in fork mode (the default), then those suites
-# again in spawn mode.
+# The workspace's tests (unit, pool, both real sandboxes, the store on SQLite
+# and a throwaway Postgres), whose end-to-end suites run the real server in
+# fork mode (the default); then the keys' suite on Postgres, and the suites
+# whose behaviour depends on the isolation mode again in spawn mode.
+SPAWN_SUITES := --test api --test job_features --test sandbox --test isolation \
+	--test memory --test startup --test original_clients --test observability
 test-rust: web
 	$(CARGO) test --locked --workspace
-	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --tests
+	PYEXEC_TEST_STORE=postgres $(CARGO) test --locked -p pyexec-server --test keys
+	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server $(SPAWN_SUITES)
 
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
