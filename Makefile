@@ -62,10 +62,12 @@ test-jail:
 	bash scripts/probe-jail.sh
 
 # A live server fuzzed by Schemathesis against openapi.json, then scraped by a
-# throwaway Prometheus that evaluates docs/operations.md's and the dashboard's queries.
+# throwaway Prometheus that evaluates docs/operations.md's and the dashboard's
+# queries; and what can be checked of the Cloud Run files without Google Cloud.
 test-api:
 	bash scripts/schemathesis.sh
 	python3 scripts/prometheus_check.py
+	/opt/pyexec/tools-venv/bin/python3 scripts/check_deploy_files.py
 
 test-docker:
 	bash docker/test-image.sh
