@@ -1,24 +1,16 @@
 //! The playground: its serving over HTTP (headers, encodings, caching, route
 //! labels) on the in-process server, and the page itself in a real Chromium
 //! (`web/tests/playground.mjs`, run by node) against the real binary and
-//! sandbox.
-//!
-//! The browser cases of features the server does not have yet are off:
-//! - snippets (`POST /v1/snippets`, `GET /v1/snippets/{id}`): set
-//!   [`SNIPPETS`] to true, which adds `--snippets` to the main run;
-//! - API keys: remove the `#[ignore]` of [`the_playground_with_keys_on`] and
-//!   give it the server environment that turns keys on (and, for the
-//!   good-key case, a key: `--valid-key=pyx_...`).
+//! sandbox: without keys (with snippets shared by link), and with keys on
+//! (no key, a wrong one, a good one made by `pyexec keys create`).
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use common::store::TestStore;
 use common::{get, repo_root, request, InProcessServer, TestServer};
-
-/// Whether the server answers `POST /v1/snippets`: adds the Share case.
-const SNIPPETS: bool = false;
 
 /// The page's Content-Security-Policy, as the browser test also expects it.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob:; \
@@ -214,10 +206,7 @@ const SERVER_ENV: &[(&str, &str)] = &[("PYEXEC_QUEUE_TIMEOUT", "30")];
 #[tokio::test]
 async fn the_playground_in_chromium() {
     let server = TestServer::start(SERVER_ENV).await;
-    let mut flags = Vec::new();
-    if SNIPPETS {
-        flags.push("--snippets".to_string());
-    }
+    let mut flags = vec!["--snippets".to_string()];
     // `make screenshot` asks for the docs' screenshot.
     if let Ok(path) = std::env::var("PYEXEC_PLAYGROUND_SCREENSHOT") {
         flags.push(format!("--screenshot={path}"));
@@ -226,8 +215,21 @@ async fn the_playground_in_chromium() {
 }
 
 #[tokio::test]
-#[ignore = "needs API keys (PYEXEC_AUTH=keys), which the server does not have yet"]
 async fn the_playground_with_keys_on() {
-    let server = TestServer::start(&[SERVER_ENV, &[("PYEXEC_AUTH", "keys")]].concat()).await;
-    browser_test(&server, &["--keys".to_string()]).await;
+    let store = TestStore::new();
+    let (_, token) = store.new_key("playground", &[]);
+    let store_env = store.env();
+    let mut env: Vec<(&str, &str)> = vec![("PYEXEC_AUTH", "keys")];
+    env.extend(store_env.iter().map(|(n, v)| (*n, v.as_str())));
+    env.extend_from_slice(SERVER_ENV);
+    let server = TestServer::start(&env).await;
+    browser_test(
+        &server,
+        &[
+            "--keys".to_string(),
+            "--snippets".to_string(),
+            format!("--valid-key={token}"),
+        ],
+    )
+    .await;
 }
