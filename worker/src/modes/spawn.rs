@@ -77,6 +77,11 @@ impl ExitSource for Jail {
     fn helper_pids(&self) -> Vec<i32> {
         self.pid().map(|p| p as i32).into_iter().collect()
     }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn log(&self) -> String {
+        self.log_text()
+    }
 }
 
 impl Sandbox for SpawnSandbox {
