@@ -16,11 +16,12 @@ run: build
 	PORT=$(PORT) ./target/release/pyexec
 
 # Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
-# cgroups), the runner's tests, the API against its OpenAPI document
-# (Schemathesis) and the metrics against a real Prometheus, the k6 smoke
-# run, the container image test, and the end-to-end tests, the jail probe and
-# the image test again on cgroup v2, in a virtual machine.
-test: setup lint test-rust test-python test-jail test-api
+# cgroups, the jail policy property by property), the runner's tests, the API
+# against its OpenAPI document (Schemathesis) and the metrics against a real
+# Prometheus, the k6 smoke run, the container image test, and the end-to-end
+# tests, the jail policy and the image test again on cgroup v2, in a virtual
+# machine.
+test: setup lint test-rust test-python test-api
 	bash loadtest/run.sh smoke
 	$(MAKE) test-docker
 	$(MAKE) test-cgroup2
@@ -29,9 +30,9 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# The workspace's tests (unit, pool, both real sandboxes), whose end-to-end
-# suites run the real server in fork mode (the default), then those suites
-# again in spawn mode.
+# The workspace's tests (unit, pool, both real sandboxes, the jail policy),
+# whose end-to-end suites run the real server in fork mode (the default), then
+# those suites again in spawn mode.
 test-rust:
 	$(CARGO) test --locked --workspace
 	PYEXEC_TEST_ISOLATION=spawn $(CARGO) test --locked -p pyexec-server --tests
@@ -39,9 +40,10 @@ test-rust:
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
 
-# The jail policy itself, property by property (nsjail.cfg + server-style cgroups).
+# The jail policy alone, property by property, in both modes, through the
+# real sandboxes (worker/tests/jail_policy; `make test-rust` runs it too).
 test-jail:
-	bash scripts/probe-jail.sh
+	$(CARGO) test --locked -p pyexec-worker --features test-support --test jail_policy -- --nocapture
 
 # A live server fuzzed by Schemathesis against openapi.json, then scraped by a
 # throwaway Prometheus that evaluates docs/operations.md's and the dashboard's queries.
@@ -52,7 +54,7 @@ test-api:
 test-docker:
 	bash docker/test-image.sh
 
-# The end-to-end tests, the jail probe, a server start and the image check on
+# The end-to-end tests, the jail policy, a server start and the image check on
 # a cgroup-v2-only kernel, in a QEMU VM (scripts/vm-test.sh; the VM image is cached).
 test-cgroup2:
 	bash scripts/vm-test.sh

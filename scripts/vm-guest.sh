@@ -11,7 +11,8 @@
 #                  in the first mode; each test binary in a container cgroup
 #                  (below). An entry is a test binary (api) or one test of it
 #                  (api:test_name).
-#   probe          scripts/probe-jail.sh (nsjail.cfg property by property)
+#   probe          the jail policy property by property, both modes
+#                  (worker/tests/jail_policy), in a container cgroup
 #   server         per mode: the release pyexec started as PID 1's child in a
 #                  container cgroup; its cgroup layout checked from outside,
 #                  the API checked by the host through the forwarded port,
@@ -296,8 +297,9 @@ for mode in $VM_ISOLATION_MODES; do
   fi
   if [[ " $VM_STAGES " == *" server "* ]]; then stage "server-$mode" serve_stage "$mode"; fi
 done
-# Three spawns, not ten, for the spawn-time figure: it means nothing here.
-if [[ " $VM_STAGES " == *" probe "* ]]; then stage probe-jail env PROBE_SPAWNS=3 bash "$repo/scripts/probe-jail.sh"; fi
+# Both modes in one binary (the mode argument only names its container);
+# each property it checks is printed.
+if [[ " $VM_STAGES " == *" probe "* ]]; then stage jail-policy run_tests jail_policy both --nocapture; fi
 if [[ " $VM_STAGES " == *" docker "* ]]; then stage docker docker_stage; fi
 
 echo

@@ -9,7 +9,8 @@
 #     the v2 paths in every isolation mode of VM_ISOLATION_MODES (VM_SUITE=full:
 #     all of them), each test binary started like a container: a descendant of
 #     PID 1 (tini), in a cgroup of its own that already holds processes;
-#   - scripts/probe-jail.sh;
+#   - the jail policy, property by property, in both modes
+#     (worker/tests/jail_policy, the "probe" stage);
 #   - per mode, the release server started that way (the self-check), its
 #     cgroups inspected from outside, its API checked from this host through
 #     the VM's one forwarded port, then SIGTERM;
