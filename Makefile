@@ -18,9 +18,9 @@ run: build
 # Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
 # cgroups, the jail policy property by property), the runner's tests, the API
 # against its OpenAPI document (Schemathesis) and the metrics against a real
-# Prometheus, the k6 smoke run, the container image test, and the end-to-end
-# tests, the jail policy and the image test again on cgroup v2, in a virtual
-# machine.
+# Prometheus, the k6 smoke run, the container image test, and on cgroup v2,
+# in a virtual machine, the cgroup code, the jail policy, one end-to-end
+# suite per mode and the image test again.
 test: setup lint test-rust test-python test-api
 	bash loadtest/run.sh smoke
 	$(MAKE) test-docker
@@ -54,8 +54,10 @@ test-api:
 test-docker:
 	bash docker/test-image.sh
 
-# The end-to-end tests, the jail policy, a server start and the image check on
-# a cgroup-v2-only kernel, in a QEMU VM (scripts/vm-test.sh; the VM image is cached).
+# On a cgroup-v2-only kernel, in a QEMU VM: the cgroup code, the jail policy,
+# one end-to-end suite per mode, a server start and the image check
+# (scripts/vm-test.sh; VM_SUITE=full for every end-to-end suite; the VM image
+# is cached).
 test-cgroup2:
 	bash scripts/vm-test.sh
 

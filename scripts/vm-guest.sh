@@ -9,8 +9,8 @@
 #   e2e            the tests of VM_TESTS in every mode of VM_ISOLATION_MODES
 #                  (PYEXEC_TEST_ISOLATION=<mode>), those of VM_TESTS_ONCE too
 #                  in the first mode; each test binary in a container cgroup
-#                  (below). An entry is a test binary (api) or one test of it
-#                  (api:test_name).
+#                  (below). An entry is a test binary (api), or a filter for
+#                  its tests (api:test_name, pyexec_worker:jail::cgroup::).
 #   probe          the jail policy property by property, both modes
 #                  (worker/tests/jail_policy), in a container cgroup
 #   server         per mode: the release pyexec started as PID 1's child in a
@@ -126,17 +126,15 @@ check_v2() {
 # The test binary NAME from tests.list (built on the host).
 test_binary() { awk -v n="$1" '$1 == n { print $2 }' "$xfer/tests.list"; }
 
-run_tests() { # run_tests BINARY MODE [TEST...]
+run_tests() { # run_tests BINARY MODE [FILTER...]
   local name=$1 mode=$2 bin
   shift 2
   bin=$(test_binary "$name")
   [ -n "$bin" ] || { echo "no test binary $name in tests.list"; return 1; }
-  local filter=()
-  [ $# -gt 0 ] && filter=(--exact "$@")
   # One test at a time: under emulation parallel servers only compete for
   # the two vCPUs and stretch every timeout.
   in_container "$name-$mode" env PYEXEC_TEST_ISOLATION="$mode" PYEXEC_TEST_TIME_SCALE="$scale" \
-    "$bin" --test-threads=1 "${filter[@]}"
+    "$bin" --test-threads=1 "$@"
 }
 
 # e2e_stages MODE ENTRY...: a stage per test binary, with the tests named for
