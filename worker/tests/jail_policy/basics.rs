@@ -3,14 +3,22 @@
 //! multiprocessing and threads work, and what the host sees of its process
 //! and cgroup before its job is sent.
 
-use crate::harness::{answer_bound, in_both_modes, is_fork, shown, Checks, Jail, Kind};
+use crate::harness::{answer_bound, is_fork, nsjail_logged, shown, Checks, Jail, Kind};
 
 const PROBE: &str = include_str!("../probes/basics.py");
 
-async fn basics<K: Kind>() {
-    let mut checks = Checks::new::<K>("basics");
-    let jail = Jail::<K>::standard("basics").await;
-    let done = jail.probe(PROBE, answer_bound()).await;
+pub async fn basics<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("basics");
+    let mut probe = jail.worker().await;
+    probe.run(PROBE, answer_bound()).await;
+    // Its end, as the mode learns it: the job answered, then its process
+    // exits by itself.
+    let status = probe.ended(answer_bound()).await;
+    let event = "exited with status: 0, (PIDs left: 0)";
+    let log = probe
+        .launcher_log(answer_bound(), |log| nsjail_logged(log, event))
+        .await;
+    let done = probe.finish().await;
     let (ran, host) = (&done.ran, &done.before.status);
     checks.context(ran.describe("basics"));
 
@@ -171,8 +179,19 @@ async fn basics<K: Kind>() {
         done.ready_after.as_millis(),
         jail.config.spawn_timeout
     ));
-    jail.close().await;
-    checks.finish();
+    checks.section("exits");
+    if is_fork::<K>() {
+        checks.check(
+            format!("the zygote reports a finished job's child: exit 0 (got {status})"),
+            ran.answered() && status == "exit status 0",
+        );
+    } else {
+        checks.context(format!("  basics, nsjail's log:\n{log}"));
+        checks.check(
+            format!("nsjail logs a job's normal end: 'exited with status: 0' ({status})"),
+            ran.answered() && status == "exit status 0" && nsjail_logged(&log, event),
+        );
+    }
 }
 
 /// Exactly: 0 /dev/null, 1 and 2 two different write-only pipes, one unix
@@ -203,5 +222,3 @@ fn exactly_the_jobs_fds(fds: &str) -> bool {
     };
     zero == "0=null" && out != err && a != b
 }
-
-in_both_modes!(basics);

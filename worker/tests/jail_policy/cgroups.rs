@@ -8,19 +8,18 @@ use pyexec_worker::{JobFailure, Worker};
 
 use crate::common::{job, scaled};
 use crate::harness::{
-    alive, answer_bound, in_both_modes, is_fork, job_file, shown, wait_until, with_main, Checks,
-    Jail, Kind, SIGKILLED,
+    alive, answer_bound, is_fork, job_file, shown, wait_until, with_main, Checks, Jail, Kind,
+    SIGKILLED,
 };
 
 const MEMORY_BOMB: &str = include_str!("../probes/memory_bomb.py");
 const FORK_BOMB: &str = include_str!("../probes/fork_bomb.py");
 const CPU_BURNERS: &str = include_str!("../probes/cpu_quota.py");
 
-async fn cgroups<K: Kind>() {
-    let mut checks = Checks::new::<K>("cgroups");
-    let jail = Jail::<K>::standard("cgroups").await;
+pub async fn cgroups<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("cgroups");
     let zygote = jail.zygote_pid();
-    memory_bomb(&jail, &mut checks).await;
+    memory_bomb(jail, checks).await;
     if is_fork::<K>() {
         let after = jail.zygote_pid();
         checks.check(
@@ -32,10 +31,8 @@ async fn cgroups<K: Kind>() {
             zygote.is_some() && after == zygote && zygote.is_some_and(alive),
         );
     }
-    fork_bomb(&jail, &mut checks).await;
-    cpu_quota(&jail, &mut checks).await;
-    jail.close().await;
-    checks.finish();
+    fork_bomb(jail, checks).await;
+    cpu_quota(jail, checks).await;
 }
 
 async fn memory_bomb<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
@@ -186,5 +183,3 @@ async fn cpu_quota<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
         ratio.is_some_and(|r| r <= 1.15),
     );
 }
-
-in_both_modes!(cgroups);

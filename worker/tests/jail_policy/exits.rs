@@ -9,46 +9,17 @@ use pyexec_worker::{JobFailure, SetupError, SpawnFailure};
 
 use crate::common::{job, next_id, scaled};
 use crate::harness::{
-    answer_bound, in_both_modes, is_fork, job_file, nsjail_logged, wait_until, with_main, Checks,
-    Jail, Kind, Pidfd, Scratch, SIGKILLED,
+    answer_bound, is_fork, job_file, nsjail_logged, wait_until, with_main, Checks, Jail, Kind,
+    Pidfd, Scratch, SIGKILLED,
 };
 use pyexec_worker::{Sandbox, Worker};
 
 const KILLED: &str = include_str!("../probes/killed.py");
 
-async fn exits<K: Kind>() {
-    let mut checks = Checks::new::<K>("exits");
-    let jail = Jail::<K>::standard("exits").await;
-    normal_end(&jail, &mut checks).await;
-    killed_from_outside(&jail, &mut checks).await;
-    jail.close().await;
-    setup_failure::<K>(&mut checks).await;
-    checks.finish();
-}
-
-/// A job answers, then its process exits by itself: status 0.
-async fn normal_end<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
-    let mut probe = jail.worker().await;
-    probe.run("print('bye')", answer_bound()).await;
-    let answered = matches!(probe.outcome, Some(Ok(_)));
-    let status = probe.ended(answer_bound()).await;
-    let event = "exited with status: 0, (PIDs left: 0)";
-    let log = probe
-        .launcher_log(answer_bound(), |log| nsjail_logged(log, event))
-        .await;
-    probe.finish().await;
-    if is_fork::<K>() {
-        checks.check(
-            format!("the zygote reports a finished job's child: exit 0 (got {status})"),
-            answered && status == "exit status 0",
-        );
-    } else {
-        checks.context(format!("  normal end, nsjail's log:\n{log}"));
-        checks.check(
-            format!("nsjail logs a job's normal end: 'exited with status: 0' ({status})"),
-            answered && status == "exit status 0" && nsjail_logged(&log, event),
-        );
-    }
+pub async fn exits<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("exits");
+    killed_from_outside(jail, checks).await;
+    setup_failure::<K>(checks).await;
 }
 
 /// SIGKILL to the job's PID 1 from outside (by pidfd, as the server stops a
@@ -161,5 +132,3 @@ async fn setup_failure<K: Kind>(checks: &mut Checks) {
     }
     crate::common::assert_no_cgroups_left(&config);
 }
-
-in_both_modes!(exits);

@@ -1,13 +1,12 @@
 //! Filesystem: everything read-only but `/tmp` and `/dev/shm`, which are
 //! small tmpfs mounts, noexec; a file stops at `RLIMIT_FSIZE`.
 
-use crate::harness::{answer_bound, in_both_modes, Checks, Jail, Kind};
+use crate::harness::{answer_bound, Checks, Jail, Kind};
 
 const PROBE: &str = include_str!("../probes/filesystem.py");
 
-async fn filesystem<K: Kind>() {
-    let mut checks = Checks::new::<K>("filesystem");
-    let jail = Jail::<K>::standard("filesystem").await;
+pub async fn filesystem<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("filesystem");
     let ran = jail.probe(PROBE, answer_bound()).await.ran;
     checks.context(ran.describe("filesystem"));
     checks.check("the filesystem probe answered", ran.answered());
@@ -52,8 +51,4 @@ async fn filesystem<K: Kind>() {
         "exec from /tmp is refused (noexec)",
         ran.has("EXECTMP EACCES"),
     );
-    jail.close().await;
-    checks.finish();
 }
-
-in_both_modes!(filesystem);

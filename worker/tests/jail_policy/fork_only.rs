@@ -11,7 +11,7 @@ use pyexec_worker::{Sandbox, Worker};
 
 use crate::common::{job, scaled};
 use crate::harness::{
-    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Fork, Jail,
+    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Jail, Kind,
     ProcStatus, Ran,
 };
 
@@ -20,19 +20,15 @@ const PAIR_B: &str = include_str!("../probes/pair_b.py");
 const KILL_A: &str = include_str!("../probes/kill_a.py");
 const KILL_B: &str = include_str!("../probes/kill_b.py");
 
-#[tokio::test]
-async fn fork_mode() {
-    let mut checks = Checks::new::<Fork>("fork_only");
-    let jail = Jail::<Fork>::standard("fork-only").await;
+pub async fn fork_only<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("fork_only");
     let zygote = jail.zygote_pid().expect("a live zygote");
-    the_child_below_the_zygote(&jail, zygote, &mut checks).await;
-    two_children_share_nothing(&jail, &mut checks).await;
-    one_child_cannot_kill_another(&jail, zygote, &mut checks).await;
-    jail.close().await;
-    checks.finish();
+    the_child_below_the_zygote(jail, zygote, checks).await;
+    two_children_share_nothing(jail, checks).await;
+    one_child_cannot_kill_another(jail, zygote, checks).await;
 }
 
-async fn the_child_below_the_zygote(jail: &Jail<Fork>, zygote: i32, checks: &mut Checks) {
+async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks: &mut Checks) {
     let probe = jail.worker().await;
     let z = ProcStatus::of(zygote);
     let child = &probe.before.status;
@@ -93,7 +89,7 @@ async fn the_child_below_the_zygote(jail: &Jail<Fork>, zygote: i32, checks: &mut
 
 /// Two children, both forked and waiting; A leaves its traces and holds
 /// them, then B, which was waiting all along, looks for them.
-async fn two_children_share_nothing(jail: &Jail<Fork>, checks: &mut Checks) {
+async fn two_children_share_nothing<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     let token = format!("{}{}", std::process::id(), crate::common::next_id());
     let hold = scaled(Duration::from_secs(20)).as_secs().to_string();
     let script_a = job(&with_main(
@@ -191,7 +187,7 @@ fn hash_secret(a: &Ran, b: &Ran, checks: &Checks) {
 }
 
 /// One child kills what it can reach while another waits for its job.
-async fn one_child_cannot_kill_another(jail: &Jail<Fork>, zygote: i32, checks: &mut Checks) {
+async fn one_child_cannot_kill_another<K: Kind>(jail: &Jail<K>, zygote: i32, checks: &mut Checks) {
     let mut a = jail.worker().await;
     let mut b = jail.worker().await;
     a.run(KILL_A, answer_bound()).await;

@@ -71,43 +71,35 @@ pub fn is_fork<K: Kind>() -> bool {
     K::NAME == "fork"
 }
 
-/// Both modes' tests of one section: `$section::<Spawn>()` and `::<Fork>()`.
-macro_rules! in_both_modes {
-    ($section:ident) => {
-        #[tokio::test]
-        async fn spawn_mode() {
-            $section::<$crate::harness::Spawn>().await;
-        }
-
-        #[tokio::test]
-        async fn fork_mode() {
-            $section::<$crate::harness::Fork>().await;
-        }
-    };
-}
-pub(crate) use in_both_modes;
-
 // ------------------------------------------------------------------ checks
 
-/// The checks of one section in one mode: each printed as it is made (`PASS
-/// [mode] property (what was seen)`, visible with `--nocapture`), and every
-/// failure listed at the end, with what the jobs printed.
+/// The checks of one mode, section by section: each printed as it is made
+/// (`PASS  [mode/section] property (what was seen)`, visible with
+/// `--nocapture`), and every failure listed at the end, with what the jobs
+/// printed.
 pub struct Checks {
-    /// "spawn/basics": the mode and the section.
-    mode: String,
+    mode: &'static str,
+    /// "spawn/basics": the mode and the current section.
+    label: String,
     failed: Vec<String>,
     passed: usize,
     context: String,
 }
 
 impl Checks {
-    pub fn new<K: Kind>(section: &str) -> Checks {
+    pub fn new<K: Kind>() -> Checks {
         Checks {
-            mode: format!("{}/{section}", K::NAME),
+            mode: K::NAME,
+            label: K::NAME.to_string(),
             failed: Vec::new(),
             passed: 0,
             context: String::new(),
         }
+    }
+
+    /// The checks from here on are this section's.
+    pub fn section(&mut self, section: &str) {
+        self.label = format!("{}/{section}", self.mode);
     }
 
     /// Records one property; true if it holds.
@@ -115,17 +107,17 @@ impl Checks {
         let property = property.as_ref();
         if holds {
             self.passed += 1;
-            println!("PASS  [{}] {property}", self.mode);
+            println!("PASS  [{}] {property}", self.label);
         } else {
-            println!("FAIL  [{}] {property}", self.mode);
-            self.failed.push(property.to_string());
+            println!("FAIL  [{}] {property}", self.label);
+            self.failed.push(format!("[{}] {property}", self.label));
         }
         holds
     }
 
     /// A measurement, not a check.
     pub fn info(&self, text: impl AsRef<str>) {
-        println!("INFO  [{}] {}", self.mode, text.as_ref());
+        println!("INFO  [{}] {}", self.label, text.as_ref());
     }
 
     /// What to show if a check fails (a job's output).

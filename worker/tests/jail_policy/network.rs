@@ -1,13 +1,12 @@
 //! Network: no route anywhere, loopback included, only a down `lo`, and no
 //! name resolution; proven without sending a packet off the machine.
 
-use crate::harness::{answer_bound, in_both_modes, Checks, Jail, Kind};
+use crate::harness::{answer_bound, Checks, Jail, Kind};
 
 const PROBE: &str = include_str!("../probes/network.py");
 
-async fn network<K: Kind>() {
-    let mut checks = Checks::new::<K>("network");
-    let jail = Jail::<K>::standard("network").await;
+pub async fn network<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("network");
     let ran = jail.probe(PROBE, answer_bound()).await.ran;
     checks.context(ran.describe("network"));
     checks.check("the network probe answered", ran.answered());
@@ -49,8 +48,4 @@ async fn network<K: Kind>() {
         ),
         ran.line("DNS").starts_with("FAIL"),
     );
-    jail.close().await;
-    checks.finish();
 }
-
-in_both_modes!(network);

@@ -6,19 +6,15 @@ use std::time::Duration;
 use pyexec_worker::{JobFailure, Sandbox};
 
 use crate::common::{scaled, time_scale};
-use crate::harness::{
-    alive, answer_bound, in_both_modes, is_fork, shown, Checks, Jail, Kind, SIGKILLED,
-};
+use crate::harness::{alive, answer_bound, is_fork, shown, Checks, Jail, Kind, SIGKILLED};
 
 const LIMITS: &str = include_str!("../probes/limits.py");
 const SPIN: &str = include_str!("../probes/cpu_kill.py");
 const KILL_LOGGED: &str = "terminated with signal: SIGKILL (9)";
 
-async fn rlimits<K: Kind>() {
-    let mut checks = Checks::new::<K>("rlimits");
-    let jail = Jail::<K>::standard("rlimits").await;
+pub async fn rlimits<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    checks.section("rlimits");
     let done = jail.probe(LIMITS, answer_bound()).await;
-    jail.close().await;
     let ran = &done.ran;
     checks.context(ran.describe("limits"));
     checks.check("the limits probe answered", ran.answered());
@@ -39,17 +35,18 @@ async fn rlimits<K: Kind>() {
     );
 
     // The CPU-time backstop. Spawn mode's limit is nsjail's --rlimit_cpu, and
-    // its counter also pays for the interpreter's start and imports, which
-    // take more than a second on a slow (emulated) machine: it gets the time
-    // scale. Fork mode's zygote has none (inf); each child sets its own.
+    // its counter also pays for the interpreter's start and imports (0.25
+    // CPU-s here, more than 8 under emulation on a loaded host): it gets
+    // twice the time scale. Fork mode's zygote has none (inf); each child
+    // sets its own, counted from its fork.
     let cpu_limit = if is_fork::<K>() {
         1
     } else {
-        time_scale().ceil() as u64
+        (2.0 * time_scale()).ceil() as u64
     };
-    let jail = Jail::<K>::start("rlimits-cpu", |c| c.limits.cpu_seconds = cpu_limit).await;
-    let zygote = jail.zygote_pid();
-    let mut probe = jail.worker().await;
+    let cpu_jail = Jail::<K>::start("rlimits-cpu", |c| c.limits.cpu_seconds = cpu_limit).await;
+    let zygote = cpu_jail.zygote_pid();
+    let mut probe = cpu_jail.worker().await;
     let bound = scaled(Duration::from_secs(20 * cpu_limit));
     probe.run(SPIN, bound).await;
     let status = match &probe.outcome {
@@ -71,7 +68,7 @@ async fn rlimits<K: Kind>() {
         status == SIGKILLED && run_time < scaled(Duration::from_secs(10 * cpu_limit)),
     );
     if is_fork::<K>() {
-        let after = jail.zygote_pid();
+        let after = cpu_jail.zygote_pid();
         checks.check(
             format!(
                 "the zygote outlives its child's CPU-time kill (its own limit is inf; pid {} \
@@ -82,7 +79,7 @@ async fn rlimits<K: Kind>() {
             zygote.is_some()
                 && after == zygote
                 && zygote.is_some_and(alive)
-                && jail.sandbox.health().is_ok(),
+                && cpu_jail.sandbox.health().is_ok(),
         );
     } else {
         checks.context(format!("  cpu kill, nsjail's log:\n{log}"));
@@ -93,8 +90,5 @@ async fn rlimits<K: Kind>() {
             status == SIGKILLED && log.contains(KILL_LOGGED),
         );
     }
-    jail.close().await;
-    checks.finish();
+    cpu_jail.close().await;
 }
-
-in_both_modes!(rlimits);
