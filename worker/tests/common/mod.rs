@@ -14,6 +14,7 @@ use pyexec_worker::{FileCaps, Job, JobLimits, NsjailConfig, SandboxLimits};
 // emulates its CPU at a tenth of the host's speed or less.
 #[path = "../../../server/tests/common/time_scale.rs"]
 mod time_scale;
+#[allow(unused_imports)] // each test binary uses what it needs
 pub use time_scale::{scaled, time_scale};
 
 pub fn repo() -> PathBuf {

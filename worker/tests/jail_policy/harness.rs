@@ -187,6 +187,7 @@ impl<K: Kind> Jail<K> {
             status: ProcStatus::of(pid),
             in_cgroups: cgroup.holds(pid),
             cgroup_path: cgroup_path(pid, "memory"),
+            cpu_used: cgroup.cpu_used(),
         };
         Probe {
             worker,
@@ -222,6 +223,9 @@ pub struct Before {
     pub in_cgroups: bool,
     /// Its memory cgroup, as `/proc/<pid>/cgroup` names it.
     pub cgroup_path: Option<String>,
+    /// The CPU time its cgroup counted so far (spawn mode: the interpreter's
+    /// start and imports, and nsjail's; fork mode: the child's sealing).
+    pub cpu_used: Option<Duration>,
 }
 
 /// A worker of a test, and what the host saw of it.
@@ -539,6 +543,16 @@ impl CgroupFiles {
                 std::fs::read_to_string(d.join("cgroup.procs"))
                     .is_ok_and(|t| t.split_whitespace().any(|p| p == pid.to_string()))
             })
+    }
+
+    /// The CPU time of every process the cgroup has held.
+    pub fn cpu_used(&self) -> Option<Duration> {
+        if self.v2 {
+            self.counter("cpu.stat", "usage_usec")
+                .map(Duration::from_micros)
+        } else {
+            self.number("cpuacct.usage").map(Duration::from_nanos)
+        }
     }
 
     pub fn pids_current(&self) -> Option<u64> {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use pyexec_worker::{JobFailure, Sandbox};
 
-use crate::common::{scaled, time_scale};
+use crate::common::scaled;
 use crate::harness::{alive, answer_bound, is_fork, shown, Checks, Jail, Kind, SIGKILLED};
 
 const LIMITS: &str = include_str!("../probes/limits.py");
@@ -34,15 +34,18 @@ pub async fn rlimits<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
         ran.has("ALLOC MemoryError") && done.counters.oom_kills == Some(0),
     );
 
-    // The CPU-time backstop. Spawn mode's limit is nsjail's --rlimit_cpu, and
-    // its counter also pays for the interpreter's start and imports (0.25
-    // CPU-s here, more than 8 under emulation on a loaded host): it gets
-    // twice the time scale. Fork mode's zygote has none (inf); each child
-    // sets its own, counted from its fork.
+    // The CPU-time backstop. Spawn mode's limit is nsjail's --rlimit_cpu,
+    // whose counter also pays for the interpreter's start and imports: 0.25
+    // CPU-s here, 4 to 17 under emulation depending on the host's load. So
+    // the limit is 3 x what the limits job's worker took to warm up, plus 1 s
+    // (2 s here). Fork mode's zygote has none (inf); each child sets its
+    // own, counted from its fork: 1 s.
+    let warm_up = done.before.cpu_used;
     let cpu_limit = if is_fork::<K>() {
         1
     } else {
-        (2.0 * time_scale()).ceil() as u64
+        let warm_up = warm_up.unwrap_or(Duration::from_secs(1)).as_secs_f64();
+        (3.0 * warm_up + 1.0).ceil() as u64
     };
     let cpu_jail = Jail::<K>::start("rlimits-cpu", |c| c.limits.cpu_seconds = cpu_limit).await;
     let zygote = cpu_jail.zygote_pid();
@@ -59,6 +62,10 @@ pub async fn rlimits<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
         .await;
     let done = probe.finish().await;
     checks.context(done.ran.describe("cpu kill"));
+    checks.info(format!(
+        "a worker's CPU time when ready: {}",
+        warm_up.map_or("?".into(), |d| format!("{} ms", d.as_millis()))
+    ));
     checks.check(
         format!(
             "a CPU-time limit of {cpu_limit} s kills the job with SIGKILL (soft = hard; \
