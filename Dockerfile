@@ -32,8 +32,10 @@ RUN mkdir -p server/src worker/src \
  && cargo build --release --locked -p pyexec-server \
  && rm -rf server/src worker/src target/release/pyexec* target/release/deps/pyexec* \
            target/release/deps/libpyexec* target/release/.fingerprint/pyexec-*
-# 2. The real sources (openapi.json is built into the binary: GET /openapi.json).
+# 2. The real sources (openapi.json and the self-check's canary script are
+# built into the binary: GET /openapi.json, include_str!).
 COPY openapi.json openapi.json
+COPY python/canary.py python/canary.py
 COPY server server
 COPY worker worker
 RUN cargo build --release --locked -p pyexec-server \
