@@ -54,10 +54,11 @@ RUN mkdir -p server/src worker/src store/src \
  && cargo build --release --locked -p pyexec-server \
  && rm -rf server/src worker/src store/src target/release/pyexec* target/release/deps/pyexec* \
            target/release/deps/libpyexec* target/release/.fingerprint/pyexec-*
-# 2. The real sources (openapi.json and the playground are built into the
-#    binary: GET /openapi.json, GET /).
+# 2. The real sources (openapi.json, the playground and the self-check's canary
+#    script are built into the binary: GET /openapi.json, GET /, include_str!).
 COPY openapi.json openapi.json
 COPY --from=web /src/web/dist web/dist
+COPY python/canary.py python/canary.py
 COPY server server
 COPY worker worker
 COPY store store

@@ -30,11 +30,12 @@ run: build
 	PORT=$(PORT) ./target/release/pyexec
 
 # Everything CI runs: lint, unit and end-to-end tests (real nsjail, real
-# cgroups), the runner's tests, the API against its OpenAPI document
-# (Schemathesis) and the metrics against a real Prometheus, the k6 smoke
-# run, the container image test, and the end-to-end tests, the jail probe and
-# the image test again on cgroup v2, in a virtual machine.
-test: setup lint test-rust test-python test-jail test-api
+# cgroups, the jail policy property by property), the runner's tests, the API
+# against its OpenAPI document (Schemathesis) and the metrics against a real
+# Prometheus, the k6 smoke run, the container image test, and on cgroup v2,
+# in a virtual machine, the cgroup code, the jail policy, one end-to-end
+# suite per mode and the image test again.
+test: setup lint test-rust test-python test-api
 	bash loadtest/run.sh smoke
 	$(MAKE) test-docker
 	$(MAKE) test-cgroup2
@@ -43,7 +44,7 @@ lint: web
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 
-# The workspace's tests (unit, pool, both real sandboxes, the store on SQLite
+# The workspace's tests (unit, pool, both real sandboxes, the jail policy, the store on SQLite
 # and a throwaway Postgres), whose end-to-end suites run the real server in
 # fork mode (the default); then the keys' suite on Postgres, and the suites
 # whose behaviour depends on the isolation mode again in spawn mode.
@@ -57,9 +58,10 @@ test-rust: web
 test-python:
 	/opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v
 
-# The jail policy itself, property by property (nsjail.cfg + server-style cgroups).
+# The jail policy alone, property by property, in both modes, through the
+# real sandboxes (worker/tests/jail_policy; `make test-rust` runs it too).
 test-jail:
-	bash scripts/probe-jail.sh
+	$(CARGO) test --locked -p pyexec-worker --features test-support --test jail_policy -- --nocapture
 
 # A live server fuzzed by Schemathesis against openapi.json, then scraped by a
 # throwaway Prometheus that evaluates docs/operations.md's and the dashboard's
@@ -72,8 +74,10 @@ test-api:
 test-docker:
 	bash docker/test-image.sh
 
-# The end-to-end tests, the jail probe, a server start and the image check on
-# a cgroup-v2-only kernel, in a QEMU VM (scripts/vm-test.sh; the VM image is cached).
+# On a cgroup-v2-only kernel, in a QEMU VM: the cgroup code, the jail policy,
+# one end-to-end suite per mode, a server start and the image check
+# (scripts/vm-test.sh; VM_SUITE=full for every end-to-end suite; the VM image
+# is cached).
 test-cgroup2:
 	bash scripts/vm-test.sh
 

@@ -9,9 +9,10 @@
 #   e2e            the tests of VM_TESTS in every mode of VM_ISOLATION_MODES
 #                  (PYEXEC_TEST_ISOLATION=<mode>), those of VM_TESTS_ONCE too
 #                  in the first mode; each test binary in a container cgroup
-#                  (below). An entry is a test binary (api) or one test of it
-#                  (api:test_name).
-#   probe          scripts/probe-jail.sh (nsjail.cfg property by property)
+#                  (below). An entry is a test binary (api), or a filter for
+#                  its tests (api:test_name, pyexec_worker:jail::cgroup::).
+#   probe          the jail policy property by property, both modes
+#                  (worker/tests/jail_policy), in a container cgroup
 #   server         per mode: the release pyexec started as PID 1's child in a
 #                  container cgroup; its cgroup layout checked from outside,
 #                  the API checked by the host through the forwarded port,
@@ -125,17 +126,15 @@ check_v2() {
 # The test binary NAME from tests.list (built on the host).
 test_binary() { awk -v n="$1" '$1 == n { print $2 }' "$xfer/tests.list"; }
 
-run_tests() { # run_tests BINARY MODE [TEST...]
+run_tests() { # run_tests BINARY MODE [FILTER...]
   local name=$1 mode=$2 bin
   shift 2
   bin=$(test_binary "$name")
   [ -n "$bin" ] || { echo "no test binary $name in tests.list"; return 1; }
-  local filter=()
-  [ $# -gt 0 ] && filter=(--exact "$@")
   # One test at a time: under emulation parallel servers only compete for
   # the two vCPUs and stretch every timeout.
   in_container "$name-$mode" env PYEXEC_TEST_ISOLATION="$mode" PYEXEC_TEST_TIME_SCALE="$scale" \
-    "$bin" --test-threads=1 "${filter[@]}"
+    "$bin" --test-threads=1 "$@"
 }
 
 # e2e_stages MODE ENTRY...: a stage per test binary, with the tests named for
@@ -296,8 +295,9 @@ for mode in $VM_ISOLATION_MODES; do
   fi
   if [[ " $VM_STAGES " == *" server "* ]]; then stage "server-$mode" serve_stage "$mode"; fi
 done
-# Three spawns, not ten, for the spawn-time figure: it means nothing here.
-if [[ " $VM_STAGES " == *" probe "* ]]; then stage probe-jail env PROBE_SPAWNS=3 bash "$repo/scripts/probe-jail.sh"; fi
+# Both modes in one binary (the mode argument only names its container);
+# each property it checks is printed.
+if [[ " $VM_STAGES " == *" probe "* ]]; then stage jail-policy run_tests jail_policy both --nocapture; fi
 if [[ " $VM_STAGES " == *" docker "* ]]; then stage docker docker_stage; fi
 
 echo

@@ -4,12 +4,15 @@
 # These machines mount cgroup v1; Cloud Run's second generation gives a
 # container cgroup v2. This boots a small Debian 12 VM whose kernel has every
 # v1 controller disabled (cgroup_no_v1=all) and runs there, on the real v2
-# hierarchy (scripts/vm-guest.sh does the guest's part):
-#   - the end-to-end tests (server/tests/*.rs, worker/tests/real_jail.rs) of
-#     the v2 paths in every isolation mode of VM_ISOLATION_MODES (VM_SUITE=full:
-#     all of them), each test binary started like a container: a descendant of
-#     PID 1 (tini), in a cgroup of its own that already holds processes;
-#   - scripts/probe-jail.sh;
+# hierarchy (scripts/vm-guest.sh does the guest's part) what differs there:
+#   - the cgroup code: the worker crate's cgroup unit tests and
+#     worker/tests/real_jail.rs (both real sandboxes, both modes), and one
+#     end-to-end suite per isolation mode of VM_ISOLATION_MODES: sandbox.rs's
+#     tests of the v2 paths (VM_SUITE=full: every end-to-end suite), each test
+#     binary started like a container: a descendant of PID 1 (tini), in a
+#     cgroup of its own that already holds processes;
+#   - the jail policy, property by property, in both modes
+#     (worker/tests/jail_policy, the "probe" stage);
 #   - per mode, the release server started that way (the self-check), its
 #     cgroups inspected from outside, its API checked from this host through
 #     the VM's one forwarded port, then SIGTERM;
@@ -42,14 +45,15 @@
 #   VM_ISOLATION_MODES  isolation modes the suite runs in (default "fork spawn");
 #                       each run exports PYEXEC_TEST_ISOLATION=<mode>
 #   VM_STAGES           guest stages (default "e2e probe server docker")
-#   VM_SUITE            v2 (default): the end-to-end tests of the v2 paths;
-#                       full: the whole end-to-end suite (about 3 minutes more)
-#   VM_TESTS            tests run in every mode: test binaries, or binary:test
-#                       for one test (default: api, and the sandbox.rs tests of
-#                       the v2 paths: attacks, a kill mid-job, SIGTERM leftovers)
-#   VM_TESTS_ONCE       tests run in the first mode only (default: real_jail
-#                       startup job_features; with VM_SUITE=full also sandbox and
-#                       observability whole)
+#   VM_SUITE            v2 (default): the tests of the v2 paths; full: every
+#                       end-to-end suite (api, sandbox and job_features in every
+#                       mode; startup, observability and in_process once)
+#   VM_TESTS            tests run in every mode: test binaries, or binary:filter
+#                       (a test's name, or a module path, as cargo test filters)
+#                       (default: the sandbox.rs tests of the v2 paths: attacks,
+#                       a kill mid-job, SIGTERM leftovers)
+#   VM_TESTS_ONCE       tests run in the first mode only (default: real_jail and
+#                       the worker crate's cgroup unit tests, pyexec_worker:jail::cgroup::)
 #   VM_TIME_SCALE       PYEXEC_TEST_TIME_SCALE in the guest (default 8): the
 #                       emulated CPU is 10-15x slower than the host's
 #   VM_ACCEL            auto (KVM, else TCG), kvm or tcg
@@ -69,25 +73,34 @@ VM_CACHE=${VM_CACHE:-/var/cache/pyexec-vm}
 VM_ISOLATION_MODES=${VM_ISOLATION_MODES:-fork spawn}
 VM_STAGES=${VM_STAGES:-e2e probe server docker}
 VM_SUITE=${VM_SUITE:-v2}
-# In every mode, the tests of the v2 paths: the status table (memory_limit
-# told apart by memory.events), the attacks (fork bomb held by pids.max), a
-# job killed mid-way, no leftovers after SIGTERM.
-VM_TESTS=${VM_TESTS-api sandbox:attacks_get_their_kind_and_the_next_job_succeeds
-  sandbox:a_client_disconnect_mid_job_frees_and_replaces_the_worker
-  sandbox:sigterm_leaves_no_jail_and_no_cgroup_behind}
-VM_TESTS=$(xargs <<< "$VM_TESTS")   # one line
-# Once, in the first mode: the worker against the real jail (memory.events
-# at the worker level, the self-check), the refusals at start-up, a job's
-# per-request limits and usage (memory.max written before the job,
-# memory.peak and cpu.stat read after); with VM_SUITE=full also the rest of sandbox.rs and
-# observability.rs (the runner, the protocol, metrics and logs: nothing there
-# depends on the cgroup version, and the host's `make test` runs them; under
-# emulation they add about 3 minutes).
+# What differs on cgroup v2 is the cgroup code (the root's set-up in a
+# populated container cgroup, per-worker limits, a fork child moved by pid,
+# memory.events, memory.max written per job, memory.peak and cpu.stat read
+# after it, removal) and the jail's limits as a script meets them. Once, in
+# the first mode: the worker crate's cgroup unit tests and real_jail.rs (both
+# real sandboxes, each test in both modes: memory.events, a job's own
+# memory.max, its usage, the self-check). In every mode, one end-to-end
+# suite: sandbox.rs's tests of the v2 paths (the server's root set-up in the
+# container cgroup, a memory bomb told apart by memory.events, a fork bomb
+# held by pids.max, a job killed mid-way, no leftovers after SIGTERM), the
+# most telling: they reach every one of those paths through the real server.
+# The jail policy's own stage ("probe") proves the limits and counters
+# property by property, in both modes. api.rs, job_features.rs, startup.rs
+# and the rest go through the same paths and depend on the cgroup version
+# nowhere else; the host's `make test` runs them, and VM_SUITE=full here
+# (under emulation they add several minutes).
 case $VM_SUITE in
-  v2) VM_TESTS_ONCE=${VM_TESTS_ONCE-real_jail startup job_features} ;;
-  full) VM_TESTS_ONCE=${VM_TESTS_ONCE-sandbox observability real_jail startup job_features in_process} ;;
+  v2)
+    VM_TESTS=${VM_TESTS-sandbox:attacks_get_their_kind_and_the_next_job_succeeds
+      sandbox:a_client_disconnect_mid_job_frees_and_replaces_the_worker
+      sandbox:sigterm_leaves_no_jail_and_no_cgroup_behind}
+    VM_TESTS_ONCE=${VM_TESTS_ONCE-real_jail pyexec_worker:jail::cgroup::} ;;
+  full)
+    VM_TESTS=${VM_TESTS-api sandbox job_features}
+    VM_TESTS_ONCE=${VM_TESTS_ONCE-real_jail pyexec_worker:jail::cgroup:: startup observability in_process} ;;
   *) echo "vm-test: VM_SUITE=$VM_SUITE: want v2 or full" >&2; exit 64 ;;
 esac
+VM_TESTS=$(xargs <<< "$VM_TESTS")   # one line
 VM_TIME_SCALE=${VM_TIME_SCALE:-8}
 VM_ACCEL=${VM_ACCEL:-auto}
 VM_TIMEOUT=${VM_TIMEOUT:-1800}
@@ -268,7 +281,8 @@ mkdir -p "$run_dir"
 ls -dt "$VM_CACHE"/runs/*/ 2>/dev/null | tail -n +6 | xargs -r rm -rf --one-file-system
 chmod 755 "$run_dir"
 
-# The test binaries, by name (api, sandbox, ..., real_jail), as cargo built them.
+# The test binaries, by name (api, sandbox, ..., real_jail, jail_policy, and
+# the crates' unit tests: pyexec_worker, pyexec_server), as cargo built them.
 python3 - "$tests_json" "$run_dir/tests.list" <<'EOF'
 import json, sys
 with open(sys.argv[1]) as messages, open(sys.argv[2], "w") as out:
@@ -276,7 +290,7 @@ with open(sys.argv[1]) as messages, open(sys.argv[2], "w") as out:
         msg = json.loads(line)
         if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
             continue
-        if msg["profile"]["test"] and msg["target"]["kind"] == ["test"]:
+        if msg["profile"]["test"] and msg["target"]["kind"] in (["test"], ["lib"]):
             out.write("%s %s\n" % (msg["target"]["name"], msg["executable"]))
 EOF
 rm -f "$tests_json"

@@ -106,8 +106,11 @@ async fn a_key_runs_jobs_and_its_rate_is_enforced_with_the_headers() {
     assert_eq!(second.status, 200, "{}", second.text());
     let refused = run(&server, Some(&token), &json!({"script": HELLO})).await;
     expect(&refused, 429, "rate_limited");
+    // Embedded: one request refills in 2 s. A fleet counts in fixed 4 s
+    // windows, so the wait is up to the end of the current one.
+    let most = if store.is_postgres() { 4 } else { 2 };
     let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
-    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!((1..=most).contains(&retry), "Retry-After {retry}");
     assert_eq!(refused.header("ratelimit-policy"), Some("\"rate\";q=2;w=4"));
     assert!(
         refused

@@ -19,8 +19,10 @@
 //!
 //! For tests of the real sandboxes, [`Observe`] shows a worker from outside
 //! as the host sees it: its job process, the sandbox's own processes in its
-//! cgroup, and its cgroup's directories.
+//! cgroup, its cgroup's directories, how its job process ended and what the
+//! sandbox's launcher logged about it.
 
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -32,7 +34,7 @@ use serde_json::value::RawValue;
 use crate::error::{ProtocolViolation, SandboxFault, SetupError, SpawnError, SpawnFailure};
 use crate::job::protocol::{ScriptError, ScriptErrorKind, Versions};
 use crate::job::{Captured, Job, JobFailure, JobResult};
-use crate::modes::sandboxed::{ExitSource, SandboxedWorker};
+use crate::modes::sandboxed::{Ended, ExitSource, SandboxedWorker};
 use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
 use crate::selfcheck::Inspect;
 
@@ -46,6 +48,15 @@ pub trait Observe {
     /// The worker's cgroup directories (v1: one per controller; v2: one);
     /// empty once reaped.
     fn cgroup_dirs(&self) -> Vec<PathBuf>;
+    /// Waits for the job process to end by itself, or by whatever ended it,
+    /// without killing it: how it ended, in the words of
+    /// [`JobFailure::Exited`] (spawn mode: nsjail's exit status; fork mode:
+    /// the zygote's report, "unknown status" if none came within its grace).
+    /// Not bounded in spawn mode: the caller bounds it.
+    fn ended(&mut self) -> impl Future<Output = String> + Send;
+    /// What the sandbox's launcher logged about this worker so far (spawn
+    /// mode: nsjail's last lines; fork mode: nothing).
+    fn launcher_log(&self) -> String;
 }
 
 impl<E: ExitSource> Observe for SandboxedWorker<E> {
@@ -59,6 +70,17 @@ impl<E: ExitSource> Observe for SandboxedWorker<E> {
 
     fn cgroup_dirs(&self) -> Vec<PathBuf> {
         Inspect::cgroup(self).map_or_else(Vec::new, |c| c.dirs().to_vec())
+    }
+
+    async fn ended(&mut self) -> String {
+        match SandboxedWorker::ended(self).await {
+            Ended::Status(status) => status,
+            Ended::Lost { zygote } => format!("lost with zygote {zygote}"),
+        }
+    }
+
+    fn launcher_log(&self) -> String {
+        SandboxedWorker::launcher_log(self)
     }
 }
 

@@ -2,73 +2,22 @@
 //! pool or HTTP: workers driven through the `Worker` trait. Every test runs
 //! in spawn mode and in fork mode.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pyexec_worker::{
-    FileCaps, ForkSandbox, Job, JobFailure, JobLimits, JobResult, NoZygoteObserver, NsjailConfig,
-    Recycling, Sandbox, SandboxLimits, ScriptErrorKind, SpawnSandbox, Usage, Worker, ZygoteLoad,
+    ForkSandbox, Job, JobFailure, JobResult, NoZygoteObserver, Recycling, Sandbox, ScriptErrorKind,
+    SpawnSandbox, Usage, Worker, ZygoteLoad,
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-// The server's tests' reading of PYEXEC_TEST_TIME_SCALE: the cgroup v2 VM
-// emulates its CPU at a tenth of the host's speed or less.
-#[path = "../../server/tests/common/time_scale.rs"]
-mod time_scale;
-use time_scale::{scaled, time_scale};
-
-/// Each test gets a cgroup parent of its own, removed when the sandbox closes.
-fn config(test: &str) -> NsjailConfig {
-    NsjailConfig {
-        nsjail: "/opt/pyexec/bin/nsjail".into(),
-        config_file: repo().join("nsjail.cfg"),
-        python: "/opt/pyexec/sandbox-venv/bin/python3".into(),
-        runner_dir: repo().join("python"),
-        limits: SandboxLimits {
-            memory_bytes: 256 << 20,
-            max_processes: 128,
-            cpus: 1.0,
-            max_file_mb: 10,
-            max_open_files: 128,
-            // Spawn mode's counter covers the warm-up too (see the server's
-            // Config::cpu_seconds).
-            cpu_seconds: scaled(Duration::from_secs(41)).as_secs(),
-        },
-        max_output_bytes: 1 << 20,
-        max_result_bytes: 10 << 20,
-        file_caps: FileCaps {
-            max_files: 32,
-            max_bytes: 4 << 20,
-        },
-        spawn_timeout: scaled(Duration::from_secs(30)),
-        cgroup_parent: format!("pyexec-test-{test}"),
-        cgroup_mount: "/sys/fs/cgroup".into(),
-    }
-}
-
-fn job(script: &str) -> Job {
-    let limits = JobLimits {
-        timeout: Duration::from_secs(20),
-        memory_bytes: 256 << 20,
-    };
-    Job::new(script, limits, 10 << 20)
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(100);
+mod common;
+use common::{assert_no_cgroups_left, config, job, next_id, scaled, time_scale};
 
 /// Runs `job` on a fresh worker: its outcome and what it used.
 async fn run_job<S: Sandbox>(sandbox: &S, job: &Job) -> (Result<JobResult, JobFailure>, Usage) {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = next_id();
     let mut worker = sandbox.spawn(id).await.expect("a worker starts");
-    let outcome = tokio::time::timeout(Duration::from_secs(20), worker.run(job))
+    let outcome = tokio::time::timeout(scaled(Duration::from_secs(20)), worker.run(job))
         .await
         .expect("the job answers");
     worker.stop();
@@ -79,7 +28,7 @@ async fn run_job<S: Sandbox>(sandbox: &S, job: &Job) -> (Result<JobResult, JobFa
 }
 
 async fn run<S: Sandbox>(sandbox: &S, script: &str) -> (Result<String, JobFailure>, String) {
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = next_id();
     let mut worker = sandbox.spawn(id).await.expect("a worker starts");
     let outcome = tokio::time::timeout(scaled(Duration::from_secs(20)), worker.run(&job(script)))
         .await
@@ -130,24 +79,6 @@ macro_rules! both_modes {
             }
         }
     };
-}
-
-/// This process's cgroup root is gone from every hierarchy once the
-/// sandbox is closed; then the test's own parent is removed too.
-fn assert_no_cgroups_left(config: &NsjailConfig) {
-    let instance = std::process::id().to_string();
-    for hierarchy in ["memory", "pids", "cpu", "cpuacct", ""] {
-        let parent = config
-            .cgroup_mount
-            .join(hierarchy)
-            .join(&config.cgroup_parent);
-        let root = parent.join(&instance);
-        assert!(!root.exists(), "{} was left behind", root.display());
-        if parent.exists() {
-            std::fs::remove_dir(&parent)
-                .unwrap_or_else(|e| panic!("{} is not empty: {e}", parent.display()));
-        }
-    }
 }
 
 both_modes!(a_script_runs_and_its_output_is_captured, |sandbox| {
@@ -263,13 +194,10 @@ both_modes!(
 );
 
 both_modes!(a_worker_killed_while_idle_is_seen_dead, |sandbox| {
-    let mut worker = sandbox
-        .spawn(NEXT_ID.fetch_add(1, Ordering::Relaxed))
-        .await
-        .unwrap();
+    let mut worker = sandbox.spawn(next_id()).await.unwrap();
     assert!(worker.is_alive());
     worker.stop();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + scaled(Duration::from_secs(5));
     while worker.is_alive() {
         assert!(
             std::time::Instant::now() < deadline,

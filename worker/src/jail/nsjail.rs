@@ -370,6 +370,12 @@ impl Jail {
         }
     }
 
+    /// nsjail's last log lines read so far, for the tests of the real sandboxes.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn log_text(&self) -> String {
+        self.log.text()
+    }
+
     /// What nsjail logged, for an error message: kills the jail, waits for it
     /// and lets the log reader take the last lines.
     pub async fn last_words(&mut self) -> String {

@@ -83,6 +83,13 @@ pub trait ExitSource: Send + 'static {
     fn helper_pids(&self) -> Vec<i32> {
         Vec::new()
     }
+
+    /// What the mode's own launcher logged for this job so far (spawn mode:
+    /// nsjail's last lines), for the tests of the real sandboxes.
+    #[cfg(any(test, feature = "test-support"))]
+    fn log(&self) -> String {
+        String::new()
+    }
 }
 
 pub struct SandboxedWorker<E: ExitSource> {
@@ -115,6 +122,19 @@ impl<E: ExitSource> SandboxedWorker<E> {
 
     pub(crate) fn exit(&mut self) -> &mut E {
         &mut self.exit
+    }
+
+    /// Waits for the job process's end, as `run` would learn it, without
+    /// killing it (for the tests of the real sandboxes).
+    #[cfg(any(test, feature = "test-support"))]
+    pub(crate) async fn ended(&mut self) -> Ended {
+        self.exit.ended().await
+    }
+
+    /// What the mode's launcher logged for this job so far (for the tests).
+    #[cfg(any(test, feature = "test-support"))]
+    pub(crate) fn launcher_log(&self) -> String {
+        self.exit.log()
     }
 
     /// Both at once, to wait for whichever speaks first while it starts.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
-use crate::error::{SetupError, SpawnError, SpawnFailure};
+use crate::error::{HandshakeError, SetupError, SpawnError, SpawnFailure};
 use crate::jail::cgroup::{CgroupMode, Cgroups, CpuPriority};
 use crate::jail::launcher::Launcher;
 use crate::jail::nsjail::{Jail, Nsjail, NsjailConfig, Role};
@@ -77,6 +77,11 @@ impl ExitSource for Jail {
     fn helper_pids(&self) -> Vec<i32> {
         self.pid().map(|p| p as i32).into_iter().collect()
     }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn log(&self) -> String {
+        self.log_text()
+    }
 }
 
 impl Sandbox for SpawnSandbox {
@@ -105,14 +110,26 @@ impl Sandbox for SpawnSandbox {
         let mut worker = SpawnWorker::new(id, channel, cgroup, jail);
         /// How the wait for the ready frame ended, short of a ready worker.
         enum NotReady {
-            Handshake(crate::error::HandshakeError),
+            Handshake(HandshakeError),
             JailEnded(String),
         }
         let waited = tokio::time::timeout(config.spawn_timeout, async {
             let (channel, jail) = worker.channel_and_exit();
-            tokio::select! {
+            let ready = tokio::select! {
                 ready = channel.wait_ready() => ready.map_err(NotReady::Handshake),
                 status = jail.wait() => Err(NotReady::JailEnded(status)),
+            };
+            match ready {
+                // nsjail holds the job socket until it exits, so a socket
+                // closed before the ready frame is nsjail's exit, perhaps not
+                // yet reaped: its status says why (255: a setup failure).
+                Err(NotReady::Handshake(HandshakeError::Closed)) => {
+                    match tokio::time::timeout(JAIL_EXIT_GRACE, jail.wait()).await {
+                        Ok(status) => Err(NotReady::JailEnded(status)),
+                        Err(_) => Err(NotReady::Handshake(HandshakeError::Closed)),
+                    }
+                }
+                other => other,
             }
         })
         .await;

@@ -196,11 +196,21 @@ impl ForkSandbox {
             stop: CancellationToken::new(),
             endings: TaskTracker::new(),
         });
-        // The same causes, and fixes, as a spawn-mode worker's failure.
-        let first = inner
-            .start_zygote("start")
-            .await
-            .map_err(|e| SetupError::cannot_start(format!("the zygote cannot start: {e}")))?;
+        let first = match inner.start_zygote("start").await {
+            Ok(first) => first,
+            Err(e) => {
+                // Nothing is left behind: the failed zygote's ending (its
+                // jail, its cgroup), then this server's cgroup root.
+                inner.endings.close();
+                inner.endings.wait().await;
+                let cgroups = inner.cgroups.clone();
+                let _ = tokio::task::spawn_blocking(move || cgroups.blocking_close()).await;
+                // The same causes, and fixes, as a spawn-mode worker's failure.
+                return Err(SetupError::cannot_start(format!(
+                    "the zygote cannot start: {e}"
+                )));
+            }
+        };
         inner.current.send_replace(Some(first));
         let supervisor = tokio::spawn(supervisor::supervise(inner.clone()));
         Ok(ForkSandbox {

@@ -123,15 +123,29 @@ impl Zygote {
     }
 
     async fn wait_ready(&mut self) -> Result<(crate::Versions, i32), ZygoteNotReady> {
-        let jail_ended = async {
-            match self.jail.as_mut() {
-                Some(jail) => jail.wait().await,
-                None => std::future::pending().await,
+        let ready = {
+            let jail_ended = async {
+                match self.jail.as_mut() {
+                    Some(jail) => jail.wait().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ready = self.control.wait_ready() => ready,
+                status = jail_ended => Err(ZygoteNotReady::JailEnded(status)),
             }
         };
-        tokio::select! {
-            ready = self.control.wait_ready() => ready,
-            status = jail_ended => Err(ZygoteNotReady::JailEnded(status)),
+        match (ready, self.jail.as_mut()) {
+            // nsjail holds the control socket until it exits, so a socket
+            // closed before the ready message is nsjail's exit, perhaps not
+            // yet reaped: its status says why (255: a setup failure).
+            (Err(ZygoteNotReady::Closed), Some(jail)) => {
+                match tokio::time::timeout(JAIL_EXIT_GRACE, jail.wait()).await {
+                    Ok(status) => Err(ZygoteNotReady::JailEnded(status)),
+                    Err(_) => Err(ZygoteNotReady::Closed),
+                }
+            }
+            (ready, _) => ready,
         }
     }
 

@@ -1,0 +1,2 @@
+# The waiting second child: alive if it can say so.
+print("ALIVE")
