@@ -5,7 +5,6 @@
 //! `RateLimit-Policy` / `RateLimit` fields (draft-ietf-httpapi-ratelimit-headers-11).
 
 use std::num::NonZeroU32;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,8 +13,6 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use pyexec_store::KeyLimits;
-
-use super::keys::KeyEntry;
 
 /// The limits every key has unless it sets its own (`PYEXEC_KEY_*`).
 #[derive(Debug, Clone, PartialEq)]
@@ -211,49 +208,6 @@ fn seconds_to_midnight() -> u64 {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A job slot of a key, held while its job runs; given back on drop (to
-/// the fleet too, when the fleet's store granted it).
-pub struct JobPermit {
-    entry: std::sync::Arc<KeyEntry>,
-    fleet: Option<std::sync::Arc<super::fleet::Fleet>>,
-}
-
-impl JobPermit {
-    /// Takes one of the key's job slots, if it has one free here (`max`:
-    /// `None` when the fleet already granted one).
-    pub fn take(
-        entry: &std::sync::Arc<KeyEntry>,
-        max: Option<u32>,
-        fleet: Option<std::sync::Arc<super::fleet::Fleet>>,
-    ) -> Option<JobPermit> {
-        let slots = &entry.jobs_in_flight;
-        let mut current = slots.load(Ordering::SeqCst);
-        loop {
-            if max.is_some_and(|max| current >= max) {
-                return None;
-            }
-            match slots.compare_exchange(current, current + 1, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => {
-                    return Some(JobPermit {
-                        entry: entry.clone(),
-                        fleet,
-                    })
-                }
-                Err(now) => current = now,
-            }
-        }
-    }
-}
-
-impl Drop for JobPermit {
-    fn drop(&mut self) {
-        self.entry.jobs_in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(fleet) = &self.fleet {
-            fleet.give_slot(&self.entry.id());
-        }
-    }
 }
 
 /// The `RateLimit-Policy` and `RateLimit` field values for a key's answer

@@ -28,6 +28,7 @@ pub mod fleet;
 pub mod keys;
 pub mod limits;
 pub mod meter;
+mod permit;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -40,9 +41,10 @@ use tokio_util::sync::CancellationToken;
 
 use keys::{KeyCache, KeyEntry, Lookup};
 pub use limits::KeyDefaults;
-use limits::{JobPermit, Policy, RateStanding};
+use limits::{Policy, RateStanding};
 pub use meter::JobUsage;
 use meter::Meter;
+use permit::JobPermit;
 
 /// How callers are told apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
