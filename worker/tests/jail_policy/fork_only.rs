@@ -1,9 +1,9 @@
 //! What only fork mode has to prove: the zygote's privileges and the
 //! child's, the child's place below the zygote (pid namespace, cgroup,
-//! seccomp filters), and that two children of one zygote share nothing a
-//! script can reach: not /tmp, /dev/shm, the working directory, abstract
-//! sockets, SysV IPC or numpy's random state, and that one can't kill the
-//! other or the zygote.
+//! seccomp filters), that nothing of the zygote's loop reaches a job, and
+//! that two children of one zygote share nothing a script can reach: not
+//! /tmp, /dev/shm, the working directory, abstract sockets, SysV IPC or
+//! numpy's random state, and that one can't kill the other or the zygote.
 
 use std::time::Duration;
 
@@ -19,11 +19,13 @@ const PAIR_A: &str = include_str!("../probes/pair_a.py");
 const PAIR_B: &str = include_str!("../probes/pair_b.py");
 const KILL_A: &str = include_str!("../probes/kill_a.py");
 const KILL_B: &str = include_str!("../probes/kill_b.py");
+const RESIDUE: &str = include_str!("../probes/residue.py");
 
 pub async fn fork_only<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     checks.section("fork_only");
     let zygote = jail.zygote_pid().expect("a live zygote");
     the_child_below_the_zygote(jail, zygote, checks).await;
+    no_zygote_residue(jail, checks).await;
     two_children_share_nothing(jail, checks).await;
     one_child_cannot_kill_another(jail, zygote, checks).await;
 }
@@ -85,6 +87,29 @@ async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks
         filters(&z).is_some() && filters(child) == filters(&z).map(|n| n + 1),
     );
     probe.finish().await;
+}
+
+/// Nothing of the zygote's loop reaches the job: no frame of it on the
+/// stack, no Zygote, fork request or control socket among the objects.
+async fn no_zygote_residue<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    let ran = jail.probe(RESIDUE, answer_bound()).await.ran;
+    checks.context(ran.describe("residue"));
+    checks.check("the residue probe answered", ran.answered());
+    checks.check(
+        format!(
+            "the job's stack holds no frame of the zygote's loop (frames of {}: {})",
+            ran.line("ZYGOTE_FILE"),
+            ran.line("ZYGOTE_FRAMES")
+        ),
+        ran.line("ZYGOTE_FILE").ends_with("zygote.py") && ran.has("ZYGOTE_FRAMES [\"<module>\"]"),
+    );
+    checks.check(
+        format!(
+            "gc.get_objects() finds no Zygote, JobChild, fork request or control socket ({})",
+            ran.line("ZYGOTE_OBJECTS")
+        ),
+        ran.has("ZYGOTE_OBJECTS []"),
+    );
 }
 
 /// Two children, both forked and waiting; A leaves its traces and holds
