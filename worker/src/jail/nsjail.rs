@@ -205,6 +205,9 @@ impl Nsjail {
                     ("--cpu-seconds", limits.cpu_seconds),
                     ("--tmp-bytes", TMP_BYTES),
                     ("--shm-bytes", SHM_BYTES),
+                    // Each child's own user namespace, whose ids the server
+                    // maps (modes/fork/idmap.rs): per-job kernel budgets.
+                    ("--own-user-namespace", 1),
                 ] {
                     args.push(flag.into());
                     args.push(value.to_string().into());
@@ -486,7 +489,8 @@ mod tests {
         );
         assert!(
             zygote.ends_with(
-                "/pyexec/zygote.py --cpu-seconds 11 --tmp-bytes 67108864 --shm-bytes 16777216"
+                "/pyexec/zygote.py --cpu-seconds 11 --tmp-bytes 67108864 --shm-bytes 16777216 \
+                 --own-user-namespace 1"
             ),
             "{zygote}"
         );

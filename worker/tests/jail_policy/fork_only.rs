@@ -77,6 +77,38 @@ async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks
             && probe.before.cgroup_path.is_some()
             && zygote_cgroup != probe.before.cgroup_path,
     );
+    let user_ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let map = |pid: i32, file: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|e| e.to_string())
+    };
+    let (zygote_ns, child_ns) = (user_ns(zygote), user_ns(probe.pid));
+    checks.check(
+        format!(
+            "the child has a user namespace of its own, below the zygote's ({zygote_ns:?} -> \
+             {child_ns:?})"
+        ),
+        zygote_ns.is_some() && child_ns.is_some() && zygote_ns != child_ns,
+    );
+    // Read from the host, a map names host ids: the child's 1000 is the
+    // zygote's 1000, so both maps read alike.
+    let (uid_map, gid_map, setgroups) = (
+        map(probe.pid, "uid_map"),
+        map(probe.pid, "gid_map"),
+        map(probe.pid, "setgroups"),
+    );
+    let zygote_maps = (map(zygote, "uid_map"), map(zygote, "gid_map"));
+    checks.check(
+        format!(
+            "the server mapped the child's ids to the zygote's before the job: uid_map \
+             {uid_map:?}, gid_map {gid_map:?} (the zygote's: {zygote_maps:?}), setgroups \
+             {setgroups:?}"
+        ),
+        uid_map.starts_with("1000 ")
+            && (uid_map.clone(), gid_map.clone()) == zygote_maps
+            && setgroups == "deny",
+    );
     let filters = |s: &ProcStatus| s.get("Seccomp_filters").parse::<u32>().ok();
     checks.check(
         format!(
