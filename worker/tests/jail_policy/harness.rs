@@ -646,17 +646,23 @@ impl Scratch {
     /// A copy of the runner's directory whose `confine.install_job_filter`
     /// does nothing: a later definition replaces the real one.
     pub fn runner_without_job_filter(&self) -> PathBuf {
-        let copy = self.0.join("python");
+        self.runner_with(
+            "python",
+            "def install_job_filter(",
+            "\n\ndef install_job_filter():\n    \"\"\"The test's control: this copy installs no job filter.\"\"\"\n",
+        )
+    }
+
+    /// A copy of the runner's directory (in `name`) whose `confine.py` ends
+    /// with `tail`, which redefines what `defined` starts: a later
+    /// definition replaces the real one.
+    pub fn runner_with(&self, name: &str, defined: &str, tail: &str) -> PathBuf {
+        let copy = self.0.join(name);
         copy_tree(&common::repo().join("python"), &copy);
         let confine = copy.join("confine.py");
         let mut text = std::fs::read_to_string(&confine).unwrap();
-        assert!(
-            text.contains("def install_job_filter("),
-            "confine.py no longer defines install_job_filter"
-        );
-        text.push_str(
-            "\n\ndef install_job_filter():\n    \"\"\"The test's control: this copy installs no job filter.\"\"\"\n",
-        );
+        assert!(text.contains(defined), "confine.py no longer has {defined}");
+        text.push_str(tail);
         std::fs::write(&confine, text).unwrap();
         copy
     }
