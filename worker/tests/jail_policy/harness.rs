@@ -252,9 +252,14 @@ impl<W: Worker + Observe> Probe<W> {
     /// Runs `script` (a probe, at the script's top level) as the worker's
     /// job; `None` if it did not answer within `bound`.
     pub async fn run(&mut self, script: &str, bound: Duration) {
+        self.run_job(&common::job(&with_main(script)), bound).await;
+    }
+
+    /// Runs `job` as the worker's job; `None` if it did not answer within
+    /// `bound`.
+    pub async fn run_job(&mut self, job: &pyexec_worker::Job, bound: Duration) {
         let started = Instant::now();
-        let job = common::job(&with_main(script));
-        let outcome = tokio::time::timeout(bound, self.worker.run(&job)).await;
+        let outcome = tokio::time::timeout(bound, self.worker.run(job)).await;
         self.run_time = started.elapsed();
         self.outcome = outcome.ok().map(|r| r.map(|r| r.result.get().to_string()));
     }

@@ -32,6 +32,7 @@ mod filesystem;
 mod fork_only;
 mod network;
 mod rlimits;
+mod runtime;
 mod seccomp;
 
 use harness::{is_fork, Checks, Fork, Jail, Kind, Spawn};
@@ -72,6 +73,9 @@ async fn every_section<K: Kind>() {
     }
     if wanted("budgets") {
         budgets::budgets(&jail, &mut checks).await;
+    }
+    if wanted("runtime") {
+        runtime::runtime(&jail, &mut checks).await;
     }
     if is_fork::<K>() && wanted("fork_only") {
         fork_only::fork_only(&jail, &mut checks).await;
