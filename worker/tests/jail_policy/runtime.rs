@@ -120,7 +120,7 @@ async fn run<K: Kind>(jail: &Jail<K>, script: &str) -> (Ran, Option<u64>) {
         timeout: scaled(Duration::from_secs(60)),
         memory_bytes: 256 << 20,
     };
-    let job = Job::new(&with_main(script), limits, 10 << 20);
+    let job = Job::new(with_main(script), limits, 10 << 20);
     let mut probe = jail.worker().await;
     probe.run_job(&job, scaled(Duration::from_secs(90))).await;
     let done = probe.finish().await;
