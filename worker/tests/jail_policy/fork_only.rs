@@ -109,6 +109,31 @@ async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks
             && (uid_map.clone(), gid_map.clone()) == zygote_maps
             && setgroups == "deny",
     );
+    // Each child's namespace caps its siblings' processes together at the
+    // zygote's RLIMIT_NPROC (kernel/ucount.c): the server's hard limit, so
+    // that only each job's pids cgroup binds.
+    let nproc = max_processes(zygote);
+    let mut limit = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NPROC, &mut limit) };
+    let ours = limit.rlim_max.to_string();
+    checks.check(
+        format!(
+            "the zygote's RLIMIT_NPROC, its children's common cap, is the server's hard limit \
+             ({nproc:?}; the server's hard limit {ours})"
+        ),
+        nproc.as_ref().is_some_and(|(soft, hard)| {
+            let want = if limit.rlim_max == nix::libc::RLIM_INFINITY {
+                "unlimited"
+            } else {
+                &ours
+            };
+            soft == want && hard == want
+        }),
+    );
     let filters = |s: &ProcStatus| s.get("Seccomp_filters").parse::<u32>().ok();
     checks.check(
         format!(
@@ -279,4 +304,12 @@ async fn one_child_cannot_kill_another<K: Kind>(jail: &Jail<K>, zygote: i32, che
         ),
         zygote_alive_before && zygote_after == Some(zygote) && alive(zygote),
     );
+}
+
+/// (soft, hard) of "Max processes" in `/proc/<pid>/limits`.
+fn max_processes(pid: i32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
+    let mut values = line["Max processes".len()..].split_whitespace();
+    Some((values.next()?.to_string(), values.next()?.to_string()))
 }
