@@ -11,8 +11,8 @@ use pyexec_worker::{Sandbox, Worker};
 
 use crate::common::{job, scaled};
 use crate::harness::{
-    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Jail, Kind,
-    ProcStatus, Ran,
+    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Fork, Jail,
+    Kind, ProcStatus, Ran, Scratch,
 };
 
 const PAIR_A: &str = include_str!("../probes/pair_a.py");
@@ -26,6 +26,7 @@ pub async fn fork_only<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     let zygote = jail.zygote_pid().expect("a live zygote");
     the_child_below_the_zygote(jail, zygote, checks).await;
     no_zygote_residue(jail, checks).await;
+    a_child_without_its_own_user_namespace_is_refused(checks).await;
     two_children_share_nothing(jail, checks).await;
     one_child_cannot_kill_another(jail, zygote, checks).await;
 }
@@ -166,6 +167,35 @@ async fn no_zygote_residue<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
             ran.line("ZYGOTE_OBJECTS")
         ),
         ran.has("ZYGOTE_OBJECTS []"),
+    );
+}
+
+/// The server maps only a namespace of the child's own: a child that kept
+/// the zygote's (a runner copy whose `unshare` skips CLONE_NEWUSER) fails
+/// its spawn, by name, rather than running a job on a shared budget.
+async fn a_child_without_its_own_user_namespace_is_refused(checks: &mut Checks) {
+    let scratch = Scratch::new("own-userns");
+    let runner = scratch.runner_with(
+        "python",
+        "def unshare(",
+        "\n\n_unshare_for_real = unshare\n\n\ndef unshare(flags):\n    \"\"\"The test's control: \
+         no user namespace of the child's own.\"\"\"\n    if flags != CLONE_NEWUSER:\n        \
+         _unshare_for_real(flags)\n",
+    );
+    let control = Jail::<Fork>::start("own-userns", |config| config.runner_dir = runner).await;
+    let spawned = control.sandbox.spawn(crate::common::next_id()).await;
+    let error = match &spawned {
+        Ok(_) => "it spawned".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    drop(spawned);
+    control.close().await;
+    checks.check(
+        format!(
+            "a child that kept the zygote's user namespace fails its spawn, its ids not mapped \
+             ({error})"
+        ),
+        error.contains("cannot map its user namespace's ids"),
     );
 }
 
