@@ -9,10 +9,11 @@
 //!                before the old one retires)
 //!
 //!  spawn(id): cgroup w<id> ┐
-//!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net
-//!                          ┘   namespaces, session, tmpfs; sealed
+//!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net/
+//!                          ┘   user namespaces, session, tmpfs; sealed
 //!             ◀── ready frame + credentials (the child's host pid)
-//!             pidfd on it; check it is that child; move it into w<id> ─▶ warm
+//!             pidfd on it; check it is that child; map the ids of its own
+//!             user namespace (idmap); move it into w<id> ─▶ warm
 //!  run:   job ─▶ answer;  stop: SIGKILL the child (PID 1 of its namespace);
 //!  reap:  its exit as the zygote reports it; remove w<id>
 //! ```
