@@ -22,17 +22,9 @@ use nix::libc;
 use crate::error::ConfineError;
 use crate::jail::process::JobProcess;
 
-/// The jail's one uid and gid (nsjail.cfg's `uidmap`/`gidmap` `inside_id`),
-/// mapped to itself one namespace down.
-const MAP: &[u8] = b"1000 1000 1";
-
-/// What the helper writes, in order: `setgroups` must say `deny` before an
-/// unprivileged `gid_map` is taken.
-const WRITES: [(&CStr, &[u8]); 3] = [
-    (c"setgroups", b"deny"),
-    (c"gid_map", MAP),
-    (c"uid_map", MAP),
-];
+/// The files the helper writes, in order: `setgroups` must say `deny`
+/// before an unprivileged `gid_map` is taken.
+const FILES: [&CStr; 3] = [c"setgroups", c"gid_map", c"uid_map"];
 
 /// The helper's steps, as its failure report names them.
 const STEPS: [&str; 4] = [
@@ -42,8 +34,10 @@ const STEPS: [&str; 4] = [
     "writing uid_map",
 ];
 
-/// Maps uid and gid 1000 in `child`'s own user namespace to the zygote's
-/// 1000. Blocking (a clone and a wait): run it off the async threads. `child`
+/// Maps the jail's one uid and gid (nsjail.cfg's `inside_id`, 1000, as the
+/// zygote's own maps name it) in `child`'s own user namespace to themselves
+/// in the zygote's. Blocking (two reads, a clone and a wait): run it off
+/// the async threads. `child`
 /// is alive and waiting for its job (it has sent its ready frame).
 pub fn write(zygote: &JobProcess, child: &JobProcess) -> Result<(), ConfineError> {
     let fail = |step: &'static str, error: io::Error| ConfineError::IdMap { step, error };
@@ -72,12 +66,16 @@ pub fn write(zygote: &JobProcess, child: &JobProcess) -> Result<(), ConfineError
             io::Error::from_raw_os_error(libc::ESRCH),
         ));
     }
+    let uid = inside_id(zygote, "uid_map").map_err(|e| fail("reading the zygote's uid_map", e))?;
+    let gid = inside_id(zygote, "gid_map").map_err(|e| fail("reading the zygote's gid_map", e))?;
+    let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| fail("making the report pipe", e.into()))?;
     let mut args = HelperArgs {
         zygote_pidfd: zygote.raw_pidfd(),
         child_dir: dir.as_raw_fd(),
         report: report_write.as_raw_fd(),
+        contents: [b"deny", gid_map.as_bytes(), uid_map.as_bytes()],
     };
     // The helper shares the server's memory (CLONE_VM) instead of copying
     // its page tables, and the calling thread sleeps until it has exited
@@ -121,10 +119,12 @@ pub fn write(zygote: &JobProcess, child: &JobProcess) -> Result<(), ConfineError
 const HELPER_STACK: usize = 64 << 10;
 
 /// What the helper works on, opened before it starts.
-struct HelperArgs {
+struct HelperArgs<'a> {
     zygote_pidfd: i32,
     child_dir: i32,
     report: i32,
+    /// What goes into each of FILES.
+    contents: [&'a [u8]; 3],
 }
 
 /// The helper's whole life: it never returns.
@@ -148,7 +148,7 @@ extern "C" fn helper(args: *mut libc::c_void) -> libc::c_int {
         if libc::setns(args.zygote_pidfd, libc::CLONE_NEWUSER) != 0 {
             give_up(0);
         }
-        for (step, (file, content)) in (1u32..).zip(WRITES) {
+        for (step, (file, content)) in (1u32..).zip(FILES.iter().zip(args.contents)) {
             // Opened after the setns: the kernel checks the opener's namespace.
             let fd = libc::openat(
                 args.child_dir,
@@ -165,6 +165,16 @@ extern "C" fn helper(args: *mut libc::c_void) -> libc::c_int {
         }
         libc::_exit(0)
     }
+}
+
+/// The first id of the zygote's own map (`/proc/<pid>/uid_map` read from
+/// the host: "<inside> <outside> <count>"): the jail's inside id.
+fn inside_id(zygote: &JobProcess, file: &str) -> io::Result<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{}/{file}", zygote.host_pid()))?;
+    text.split_whitespace()
+        .next()
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| io::Error::other(format!("no id in {text:?}")))
 }
 
 /// The helper's wait status.
