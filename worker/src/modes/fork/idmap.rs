@@ -6,7 +6,7 @@
 //! process of that namespace's parent (the zygote's) holding CAP_SETUID
 //! there, so the server's own writes get EPERM. A helper does it: a forked
 //! child of the server, single-threaded as `setns(CLONE_NEWUSER)` requires,
-//! that joins the zygote's user namespace through the zygote's pidfd, then
+//! that joins the zygote's user namespace (`/proc/<zygote>/ns/user`), then
 //! writes `deny` to the child's `setgroups` and the jail's one id to its
 //! `gid_map` and `uid_map`. It is a `clone(CLONE_VM | CLONE_VFORK)` child
 //! (no copy of the server's page tables: a plain fork cost ~1 ms of CPU)
@@ -66,13 +66,15 @@ pub fn write(zygote: &JobProcess, child: &JobProcess) -> Result<(), ConfineError
             io::Error::from_raw_os_error(libc::ESRCH),
         ));
     }
+    let user_ns =
+        open_user_namespace(zygote).map_err(|e| fail("opening the zygote's ns/user", e))?;
     let uid = inside_id(zygote, "uid_map").map_err(|e| fail("reading the zygote's uid_map", e))?;
     let gid = inside_id(zygote, "gid_map").map_err(|e| fail("reading the zygote's gid_map", e))?;
     let (uid_map, gid_map) = (format!("{uid} {uid} 1"), format!("{gid} {gid} 1"));
     let (report_read, report_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| fail("making the report pipe", e.into()))?;
     let mut args = HelperArgs {
-        zygote_pidfd: zygote.raw_pidfd(),
+        user_ns: user_ns.as_raw_fd(),
         child_dir: dir.as_raw_fd(),
         report: report_write.as_raw_fd(),
         contents: [b"deny", gid_map.as_bytes(), uid_map.as_bytes()],
@@ -120,7 +122,8 @@ const HELPER_STACK: usize = 64 << 10;
 
 /// What the helper works on, opened before it starts.
 struct HelperArgs<'a> {
-    zygote_pidfd: i32,
+    /// The zygote's user namespace.
+    user_ns: i32,
     child_dir: i32,
     report: i32,
     /// What goes into each of FILES.
@@ -145,7 +148,7 @@ extern "C" fn helper(args: *mut libc::c_void) -> libc::c_int {
     // SAFETY: system calls on descriptors the parent holds open, and on
     // constants; no allocation, no lock.
     unsafe {
-        if libc::setns(args.zygote_pidfd, libc::CLONE_NEWUSER) != 0 {
+        if libc::setns(args.user_ns, libc::CLONE_NEWUSER) != 0 {
             give_up(0);
         }
         for (step, (file, content)) in (1u32..).zip(FILES.iter().zip(args.contents)) {
@@ -165,6 +168,16 @@ extern "C" fn helper(args: *mut libc::c_void) -> libc::c_int {
         }
         libc::_exit(0)
     }
+}
+
+/// The zygote's user namespace, opened by path (a pidfd would do only from
+/// Linux 5.8); the zygote still alive after the open means the path was its.
+fn open_user_namespace(zygote: &JobProcess) -> io::Result<OwnedFd> {
+    let file = std::fs::File::open(format!("/proc/{}/ns/user", zygote.host_pid()))?;
+    if zygote.has_exited() {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(file.into())
 }
 
 /// The first id of the zygote's own map (`/proc/<pid>/uid_map` read from
