@@ -65,6 +65,15 @@ def capabilities():
     return data[0] | (data[3] << 32)
 
 
+def refusals():
+    """The job filter's answers to calls a job must be refused, and what
+    they must be, from the runner's own confine module (already imported:
+    a job can't reach the runner's directory on sys.path). Each call does
+    no harm and sends nothing were it let through (confine.refusals)."""
+    import confine
+    return confine.refusals(), dict(confine.EXPECTED_REFUSALS)
+
+
 def main():
     import numpy
     statvfs = os.statvfs("/tmp")
@@ -92,6 +101,7 @@ def main():
         "rlimit_cpu": resource.getrlimit(resource.RLIMIT_CPU)[1],
         "random": float(numpy.random.random()),
     }
+    facts["refusals"], facts["expected_refusals"] = refusals()
     facts["kill_all"] = os_error(lambda: os.kill(-1, 9))
     facts["kill_group"] = os_error(lambda: os.kill(0, 9))
     return facts

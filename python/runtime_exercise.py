@@ -3,8 +3,9 @@
 Two uses, one file:
 - the allow-list's derivation (scripts/trace-syscalls.sh) runs it as a job
   under strace, so every system call the runtime makes is seen;
-- the jail probe (scripts/probe-jail.sh) runs it as a job under the real
-  filter in both modes, and on the host as the baseline: a module that
+- the jail-policy tests' runtime section (worker/tests/jail_policy/runtime.rs,
+  `PYEXEC_JAIL_SECTIONS=runtime make test-jail`) run it as jobs under the
+  real filter in both modes, and on the host as the baseline: a module that
   imports outside but not inside, or a smoke call that fails inside, is a
   failure.
 

@@ -5,7 +5,8 @@ lets it make system calls and reports back over a pipe; where a call's
 answer matters, an unsealed child makes the same calls as the control. No
 root and no jail needed: no_new_privs lets any process install a filter on
 itself. (test_syscalls.py checks the policy and the compiled program without
-the kernel; scripts/probe-jail.sh checks all of it inside the real jail.)
+the kernel; the jail-policy tests, `make test-jail`, check all of it inside
+the real jail.)
 
 Run from the repo root:
     /opt/pyexec/sandbox-venv/bin/python3 -m unittest discover -s python -v

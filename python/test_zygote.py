@@ -4,8 +4,9 @@ carries nothing of the zygote's loop.
 The reaping tests need nothing special. ZygoteChildTest runs the real
 zygote.py outside any jail and plays the server's part over its control
 socket; it needs root (the zygote unshares a pid namespace for each child,
-which builds its own namespaces) and is skipped otherwise. The jail probe
-(scripts/probe-jail.sh) checks the same inside the real jail.
+which builds its own namespaces) and is skipped otherwise. The jail-policy
+tests (`make test-jail`: cargo test -p pyexec-worker --features test-support
+--test jail_policy) check the same inside the real jail.
 """
 
 import array

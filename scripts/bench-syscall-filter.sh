@@ -17,7 +17,7 @@
 # preempted for other work does not count). Interleaving the variants makes
 # them share whatever else the machine is doing; the best of 30 rounds is
 # printed, in ns per call. A benchmark prints figures; it checks nothing. Environment:
-# as scripts/probe-jail.sh.
+# NSJAIL, VENV, CFG, RUNNER_DIR, as scripts/probe-jail-driver.py reads them.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)

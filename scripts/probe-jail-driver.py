@@ -1,10 +1,15 @@
 #!/usr/bin/python3
-"""The jail probe's driver: starts job processes exactly as the pyexec server
-does, in either isolation mode, runs one probe script in each over the real
-job protocol, and records what happened, inside and out.
+"""A jail driver: starts job processes as the pyexec server does, in either
+isolation mode, runs one script in each over the real job protocol, and
+records what happened, inside and out.
 
-scripts/probe-jail.sh starts it as a coprocess and owns the checks; this
-file only drives and records. Host Python, stdlib only.
+scripts/trace-syscalls.sh and scripts/bench-syscall-filter.sh start it as a
+coprocess and own what they measure; this file only drives and records. The
+jail policy itself is tested in Rust, through the server's own launcher
+(worker/tests/jail_policy/, `make test-jail`: cargo test -p pyexec-worker
+--features test-support --test jail_policy). Host Python, stdlib only.
+Unlike the server, it writes no id map for a fork-mode child's own user
+namespace (userns=1): the child's ids read 65534.
 
     spawn  one nsjail per job running python/runner.py, fds 3/4/5 = job
            socket, stdout pipe, stderr pipe; fd 2 = nsjail's log pipe; the

@@ -28,7 +28,7 @@
 # run this, then the unit test above: it fails naming every traced job call
 # the policy refuses. Review each, add it to python/syscalls.py with its
 # reason (or explain in that file why it stays refused), and commit both
-# files. Environment: NSJAIL, VENV, CFG, RUNNER_DIR (as scripts/probe-jail.sh),
+# files. Environment: NSJAIL, VENV, CFG, RUNNER_DIR (as scripts/probe-jail-driver.py),
 # OUT (default python/syscall_trace.json), KEEP=1 keeps the raw traces.
 set -euo pipefail
 

@@ -187,6 +187,11 @@ pub enum ConfineError {
     Adopt(io::Error),
     #[error("the worker has no cgroup")]
     NoCgroup,
+    #[error("cannot map its user namespace's ids ({step}): {error}")]
+    IdMap {
+        step: &'static str,
+        error: io::Error,
+    },
     #[error("a task on the blocking pool failed: {0}")]
     Task(String),
 }

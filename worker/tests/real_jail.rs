@@ -178,6 +178,7 @@ both_modes!(
         assert!(!report.versions.numpy.is_empty());
         for wall in [
             "network namespace",
+            "socket families",
             "job seccomp filter",
             "jail seccomp policy",
             "isolation between jobs",

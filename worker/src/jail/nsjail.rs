@@ -187,6 +187,12 @@ impl Nsjail {
             // child before it runs a script (confine.seal).
             args.push("--cap".into());
             args.push("CAP_SYS_ADMIN".into());
+            // Each child's own user namespace takes the zygote's
+            // RLIMIT_NPROC as the cap on the processes of all its siblings
+            // together (one level up): as high as the server may grant, so
+            // that only the pids cgroups bind (docs/syscall-filter.md).
+            args.push("--rlimit_nproc".into());
+            args.push("hard".into());
         }
         for fd in (FIRST_PASSED_FD..).take(passed) {
             args.push("--pass_fd".into());
@@ -205,6 +211,9 @@ impl Nsjail {
                     ("--cpu-seconds", limits.cpu_seconds),
                     ("--tmp-bytes", TMP_BYTES),
                     ("--shm-bytes", SHM_BYTES),
+                    // Each child's own user namespace, whose ids the server
+                    // maps (modes/fork/idmap.rs): per-job kernel budgets.
+                    ("--own-user-namespace", 1),
                 ] {
                     args.push(flag.into());
                     args.push(value.to_string().into());
@@ -481,12 +490,14 @@ mod tests {
         let zygote = text(Role::Zygote, 1);
         assert!(zygote.contains("--rlimit_cpu inf"), "{zygote}");
         assert!(
-            zygote.contains("--cap CAP_SYS_ADMIN --pass_fd 3 --"),
+            zygote.contains("--cap CAP_SYS_ADMIN --rlimit_nproc hard --pass_fd 3 --"),
             "{zygote}"
         );
+        assert!(!job.contains("--rlimit_nproc"), "{job}");
         assert!(
             zygote.ends_with(
-                "/pyexec/zygote.py --cpu-seconds 11 --tmp-bytes 67108864 --shm-bytes 16777216"
+                "/pyexec/zygote.py --cpu-seconds 11 --tmp-bytes 67108864 --shm-bytes 16777216 \
+                 --own-user-namespace 1"
             ),
             "{zygote}"
         );

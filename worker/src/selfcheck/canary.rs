@@ -2,6 +2,8 @@
 //! what the canary reports from inside, and what the server sees of its
 //! worker from outside.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 /// The script, run as a job through the real sandbox.
@@ -25,6 +27,10 @@ pub struct Inside {
     pub clone3: i32,
     pub ptrace: i32,
     pub bpf: i32,
+    /// {call: errno} of the calls `confine.refusals()` makes.
+    pub refusals: BTreeMap<String, i32>,
+    /// {call: errno} each must get (`confine.EXPECTED_REFUSALS`).
+    pub expected_refusals: BTreeMap<String, i32>,
     pub capabilities: u64,
     pub no_new_privs: i32,
     /// Hard limits; RLIM_INFINITY comes through as -1 or a huge number.

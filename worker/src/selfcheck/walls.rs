@@ -9,7 +9,12 @@ use crate::jail::nsjail::TMP_BYTES;
 
 const EPERM: i32 = 1;
 const ENOSYS: i32 = 38;
+const EAFNOSUPPORT: i32 = 97;
 const ENETUNREACH: i32 = 101;
+
+/// The socket families a job must be refused (the job filter's allow-list
+/// of families): each could reach past the empty network namespace.
+const REFUSED_FAMILIES: [&str; 4] = ["AF_VSOCK", "AF_NETLINK", "AF_PACKET", "AF_ALG"];
 
 /// Everything the walls are judged on.
 pub struct Facts<'a> {
@@ -41,6 +46,7 @@ const WALLS: &[(&str, Check)] = &[
     ("no /proc", no_proc),
     ("jail seccomp policy", jail_seccomp_policy),
     ("job seccomp filter", job_seccomp_filter),
+    ("socket families", socket_families),
     ("privileges", privileges),
     ("rlimits", rlimits),
     ("isolation between jobs", isolation_between_jobs),
@@ -157,6 +163,24 @@ fn network_namespace(f: &Facts) -> Verdict {
     )
 }
 
+fn socket_families(f: &Facts) -> Verdict {
+    let got = |family: &str| f.first.refusals.get(&format!("socket({family})")).copied();
+    let wrong: Vec<String> = REFUSED_FAMILIES
+        .iter()
+        .filter(|family| got(family) != Some(EAFNOSUPPORT))
+        .map(|family| format!("{family}: {:?}", got(family)))
+        .collect();
+    verdict(
+        wrong.is_empty(),
+        format!("{} refused (EAFNOSUPPORT)", REFUSED_FAMILIES.join(", ")),
+        format!(
+            "a socket of these families gave another answer than EAFNOSUPPORT (None: not \
+             tried): {}",
+            wrong.join(", ")
+        ),
+    )
+}
+
 fn read_only_filesystem(f: &Facts) -> Verdict {
     let inside = f.first;
     verdict(
@@ -191,13 +215,34 @@ fn jail_seccomp_policy(f: &Facts) -> Verdict {
 
 fn job_seccomp_filter(f: &Facts) -> Verdict {
     let inside = f.first;
+    // Every call confine.refusals() made got the errno EXPECTED_REFUSALS
+    // names for it, and it made every one named there; sockets are the
+    // socket families' wall.
+    let unexpected: Vec<String> = inside
+        .expected_refusals
+        .iter()
+        .filter(|(call, _)| !call.starts_with("socket("))
+        .filter(|(call, want)| inside.refusals.get(*call) != Some(want))
+        .map(|(call, want)| format!("{call}: {:?}, wanted {want}", inside.refusals.get(call)))
+        .collect();
     verdict(
-        inside.unshare == EPERM && inside.mount == EPERM && inside.clone3 == ENOSYS,
-        "unshare and mount refused, clone3 ENOSYS".into(),
+        inside.unshare == EPERM
+            && inside.mount == EPERM
+            && inside.clone3 == ENOSYS
+            && !inside.expected_refusals.is_empty()
+            && unexpected.is_empty(),
+        format!(
+            "unshare and mount refused, clone3 ENOSYS; {} calls refused as confine.py expects",
+            inside.expected_refusals.len()
+        ),
         format!(
             "unshare gave errno {}, mount errno {}, clone3 errno {} (wanted EPERM, EPERM, ENOSYS: \
-             python/confine.py)",
-            inside.unshare, inside.mount, inside.clone3
+             python/confine.py); against EXPECTED_REFUSALS ({} calls): {}",
+            inside.unshare,
+            inside.mount,
+            inside.clone3,
+            inside.expected_refusals.len(),
+            unexpected.join("; ")
         ),
     )
 }
@@ -258,6 +303,8 @@ fn fresh_randomness(f: &Facts) -> Verdict {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn expected() -> Expected {
@@ -298,6 +345,8 @@ mod tests {
             clone3: ENOSYS,
             ptrace: EPERM,
             bpf: EPERM,
+            refusals: refusals(),
+            expected_refusals: refusals(),
             capabilities: 0,
             no_new_privs: 1,
             rlimit_fsize: 10 << 20,
@@ -305,6 +354,15 @@ mod tests {
             rlimit_cpu: 11,
             random,
         }
+    }
+
+    fn refusals() -> BTreeMap<String, i32> {
+        let mut calls: BTreeMap<String, i32> = REFUSED_FAMILIES
+            .iter()
+            .map(|family| (format!("socket({family})"), EAFNOSUPPORT))
+            .collect();
+        calls.insert("mq_open".into(), ENOSYS);
+        calls
     }
 
     fn judge(
@@ -348,6 +406,12 @@ mod tests {
             ("network namespace", |_, i, _| {
                 i.interfaces.push("eth0".into())
             }),
+            ("socket families", |_, i, _| {
+                i.refusals.insert("socket(AF_VSOCK)".into(), 0);
+            }),
+            ("socket families", |_, i, _| {
+                i.refusals.remove("socket(AF_NETLINK)");
+            }),
             ("read-only filesystem", |_, i, _| {
                 i.written = vec!["/usr/canary".into()]
             }),
@@ -356,6 +420,10 @@ mod tests {
             ("jail seccomp policy", |_, i, _| i.ptrace = 0),
             ("job seccomp filter", |_, i, _| i.unshare = 0),
             ("job seccomp filter", |_, i, _| i.clone3 = 14),
+            ("job seccomp filter", |_, i, _| {
+                i.refusals.insert("mq_open".into(), 0);
+            }),
+            ("job seccomp filter", |_, i, _| i.expected_refusals.clear()),
             ("privileges", |_, i, _| i.capabilities = 1 << 21),
             ("privileges", |_, i, _| i.no_new_privs = 0),
             ("rlimits", |_, i, _| i.rlimit_fsize = -1),

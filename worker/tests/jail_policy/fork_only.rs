@@ -1,9 +1,9 @@
 //! What only fork mode has to prove: the zygote's privileges and the
 //! child's, the child's place below the zygote (pid namespace, cgroup,
-//! seccomp filters), and that two children of one zygote share nothing a
-//! script can reach: not /tmp, /dev/shm, the working directory, abstract
-//! sockets, SysV IPC or numpy's random state, and that one can't kill the
-//! other or the zygote.
+//! seccomp filters), that nothing of the zygote's loop reaches a job, and
+//! that two children of one zygote share nothing a script can reach: not
+//! /tmp, /dev/shm, the working directory, abstract sockets, SysV IPC or
+//! numpy's random state, and that one can't kill the other or the zygote.
 
 use std::time::Duration;
 
@@ -11,19 +11,22 @@ use pyexec_worker::{Sandbox, Worker};
 
 use crate::common::{job, scaled};
 use crate::harness::{
-    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Jail, Kind,
-    ProcStatus, Ran,
+    alive, answer_bound, cgroup_path, job_file, shown, wait_until, with_main, Checks, Fork, Jail,
+    Kind, ProcStatus, Ran, Scratch,
 };
 
 const PAIR_A: &str = include_str!("../probes/pair_a.py");
 const PAIR_B: &str = include_str!("../probes/pair_b.py");
 const KILL_A: &str = include_str!("../probes/kill_a.py");
 const KILL_B: &str = include_str!("../probes/kill_b.py");
+const RESIDUE: &str = include_str!("../probes/residue.py");
 
 pub async fn fork_only<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     checks.section("fork_only");
     let zygote = jail.zygote_pid().expect("a live zygote");
     the_child_below_the_zygote(jail, zygote, checks).await;
+    no_zygote_residue(jail, checks).await;
+    a_child_without_its_own_user_namespace_is_refused(checks).await;
     two_children_share_nothing(jail, checks).await;
     one_child_cannot_kill_another(jail, zygote, checks).await;
 }
@@ -75,6 +78,63 @@ async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks
             && probe.before.cgroup_path.is_some()
             && zygote_cgroup != probe.before.cgroup_path,
     );
+    let user_ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let map = |pid: i32, file: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+            .map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_else(|e| e.to_string())
+    };
+    let (zygote_ns, child_ns) = (user_ns(zygote), user_ns(probe.pid));
+    checks.check(
+        format!(
+            "the child has a user namespace of its own, below the zygote's ({zygote_ns:?} -> \
+             {child_ns:?})"
+        ),
+        zygote_ns.is_some() && child_ns.is_some() && zygote_ns != child_ns,
+    );
+    // Read from the host, a map names host ids: the child's 1000 is the
+    // zygote's 1000, so both maps read alike.
+    let (uid_map, gid_map, setgroups) = (
+        map(probe.pid, "uid_map"),
+        map(probe.pid, "gid_map"),
+        map(probe.pid, "setgroups"),
+    );
+    let zygote_maps = (map(zygote, "uid_map"), map(zygote, "gid_map"));
+    checks.check(
+        format!(
+            "the server mapped the child's ids to the zygote's before the job: uid_map \
+             {uid_map:?}, gid_map {gid_map:?} (the zygote's: {zygote_maps:?}), setgroups \
+             {setgroups:?}"
+        ),
+        uid_map.starts_with("1000 ")
+            && (uid_map.clone(), gid_map.clone()) == zygote_maps
+            && setgroups == "deny",
+    );
+    // Each child's namespace caps its siblings' processes together at the
+    // zygote's RLIMIT_NPROC (kernel/ucount.c): the server's hard limit, so
+    // that only each job's pids cgroup binds.
+    let nproc = max_processes(zygote);
+    let mut limit = nix::libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NPROC, &mut limit) };
+    let ours = limit.rlim_max.to_string();
+    checks.check(
+        format!(
+            "the zygote's RLIMIT_NPROC, its children's common cap, is the server's hard limit \
+             ({nproc:?}; the server's hard limit {ours})"
+        ),
+        nproc.as_ref().is_some_and(|(soft, hard)| {
+            let want = if limit.rlim_max == nix::libc::RLIM_INFINITY {
+                "unlimited"
+            } else {
+                &ours
+            };
+            soft == want && hard == want
+        }),
+    );
     let filters = |s: &ProcStatus| s.get("Seccomp_filters").parse::<u32>().ok();
     checks.check(
         format!(
@@ -85,6 +145,58 @@ async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks
         filters(&z).is_some() && filters(child) == filters(&z).map(|n| n + 1),
     );
     probe.finish().await;
+}
+
+/// Nothing of the zygote's loop reaches the job: no frame of it on the
+/// stack, no Zygote, fork request or control socket among the objects.
+async fn no_zygote_residue<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
+    let ran = jail.probe(RESIDUE, answer_bound()).await.ran;
+    checks.context(ran.describe("residue"));
+    checks.check("the residue probe answered", ran.answered());
+    checks.check(
+        format!(
+            "the job's stack holds no frame of the zygote's loop (frames of {}: {})",
+            ran.line("ZYGOTE_FILE"),
+            ran.line("ZYGOTE_FRAMES")
+        ),
+        ran.line("ZYGOTE_FILE").ends_with("zygote.py") && ran.has("ZYGOTE_FRAMES [\"<module>\"]"),
+    );
+    checks.check(
+        format!(
+            "gc.get_objects() finds no Zygote, JobChild, fork request or control socket ({})",
+            ran.line("ZYGOTE_OBJECTS")
+        ),
+        ran.has("ZYGOTE_OBJECTS []"),
+    );
+}
+
+/// The server maps only a namespace of the child's own: a child that kept
+/// the zygote's (a runner copy whose `unshare` skips CLONE_NEWUSER) fails
+/// its spawn, by name, rather than running a job on a shared budget.
+async fn a_child_without_its_own_user_namespace_is_refused(checks: &mut Checks) {
+    let scratch = Scratch::new("own-userns");
+    let runner = scratch.runner_with(
+        "python",
+        "def unshare(",
+        "\n\n_unshare_for_real = unshare\n\n\ndef unshare(flags):\n    \"\"\"The test's control: \
+         no user namespace of the child's own.\"\"\"\n    if flags != CLONE_NEWUSER:\n        \
+         _unshare_for_real(flags)\n",
+    );
+    let control = Jail::<Fork>::start("own-userns", |config| config.runner_dir = runner).await;
+    let spawned = control.sandbox.spawn(crate::common::next_id()).await;
+    let error = match &spawned {
+        Ok(_) => "it spawned".to_string(),
+        Err(e) => format!("{e:#}"),
+    };
+    drop(spawned);
+    control.close().await;
+    checks.check(
+        format!(
+            "a child that kept the zygote's user namespace fails its spawn, its ids not mapped \
+             ({error})"
+        ),
+        error.contains("cannot map its user namespace's ids"),
+    );
 }
 
 /// Two children, both forked and waiting; A leaves its traces and holds
@@ -222,4 +334,12 @@ async fn one_child_cannot_kill_another<K: Kind>(jail: &Jail<K>, zygote: i32, che
         ),
         zygote_alive_before && zygote_after == Some(zygote) && alive(zygote),
     );
+}
+
+/// (soft, hard) of "Max processes" in `/proc/<pid>/limits`.
+fn max_processes(pid: i32) -> Option<(String, String)> {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max processes"))?;
+    let mut values = line["Max processes".len()..].split_whitespace();
+    Some((values.next()?.to_string(), values.next()?.to_string()))
 }

@@ -252,9 +252,14 @@ impl<W: Worker + Observe> Probe<W> {
     /// Runs `script` (a probe, at the script's top level) as the worker's
     /// job; `None` if it did not answer within `bound`.
     pub async fn run(&mut self, script: &str, bound: Duration) {
+        self.run_job(&common::job(&with_main(script)), bound).await;
+    }
+
+    /// Runs `job` as the worker's job; `None` if it did not answer within
+    /// `bound`.
+    pub async fn run_job(&mut self, job: &pyexec_worker::Job, bound: Duration) {
         let started = Instant::now();
-        let job = common::job(&with_main(script));
-        let outcome = tokio::time::timeout(bound, self.worker.run(&job)).await;
+        let outcome = tokio::time::timeout(bound, self.worker.run(job)).await;
         self.run_time = started.elapsed();
         self.outcome = outcome.ok().map(|r| r.map(|r| r.result.get().to_string()));
     }
@@ -646,17 +651,23 @@ impl Scratch {
     /// A copy of the runner's directory whose `confine.install_job_filter`
     /// does nothing: a later definition replaces the real one.
     pub fn runner_without_job_filter(&self) -> PathBuf {
-        let copy = self.0.join("python");
+        self.runner_with(
+            "python",
+            "def install_job_filter(",
+            "\n\ndef install_job_filter():\n    \"\"\"The test's control: this copy installs no job filter.\"\"\"\n",
+        )
+    }
+
+    /// A copy of the runner's directory (in `name`) whose `confine.py` ends
+    /// with `tail`, which redefines what `defined` starts: a later
+    /// definition replaces the real one.
+    pub fn runner_with(&self, name: &str, defined: &str, tail: &str) -> PathBuf {
+        let copy = self.0.join(name);
         copy_tree(&common::repo().join("python"), &copy);
         let confine = copy.join("confine.py");
         let mut text = std::fs::read_to_string(&confine).unwrap();
-        assert!(
-            text.contains("def install_job_filter("),
-            "confine.py no longer defines install_job_filter"
-        );
-        text.push_str(
-            "\n\ndef install_job_filter():\n    \"\"\"The test's control: this copy installs no job filter.\"\"\"\n",
-        );
+        assert!(text.contains(defined), "confine.py no longer has {defined}");
+        text.push_str(tail);
         std::fs::write(&confine, text).unwrap();
         copy
     }

@@ -9,10 +9,11 @@
 //!                before the old one retires)
 //!
 //!  spawn(id): cgroup w<id> ┐
-//!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net
-//!                          ┘   namespaces, session, tmpfs; sealed
+//!             job channel  ├─▶ zygote.fork ─▶ child: own pid/mount/ipc/net/
+//!                          ┘   user namespaces, session, tmpfs; sealed
 //!             ◀── ready frame + credentials (the child's host pid)
-//!             pidfd on it; check it is that child; move it into w<id> ─▶ warm
+//!             pidfd on it; check it is that child; map the ids of its own
+//!             user namespace (idmap); move it into w<id> ─▶ warm
 //!  run:   job ─▶ answer;  stop: SIGKILL the child (PID 1 of its namespace);
 //!  reap:  its exit as the zygote reports it; remove w<id>
 //! ```
@@ -24,6 +25,7 @@
 //! which is sized for it.
 
 mod control;
+mod idmap;
 mod protocol;
 mod supervisor;
 mod zygote;
@@ -359,7 +361,8 @@ impl Sandbox for ForkSandbox {
                 return Err(fail(failure));
             }
         };
-        match confine(&worker, ready.host_pid, forked.jail_pid).await {
+        let zygote = worker.exit().zygote.clone();
+        match confine(&worker, ready.host_pid, forked.jail_pid, zygote).await {
             Ok(process) => {
                 worker.exit().zygote.spawn_succeeded();
                 worker.ready(process, ready.versions);
@@ -415,18 +418,19 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Holds the child by a pidfd, proves that the pidfd is the child the
-/// zygote forked (its pid in the jail, from the pidfd's own fdinfo), and
-/// moves it into the worker's cgroup.
+/// zygote forked (its pid in the jail, from the pidfd's own fdinfo), maps
+/// the ids of its own user namespace (see [`idmap`]), and moves it into the
+/// worker's cgroup.
 async fn confine(
     worker: &ForkWorker,
     host_pid: i32,
     jail_pid: i32,
+    zygote: Arc<Zygote>,
 ) -> Result<JobProcess, ConfineError> {
     let process = JobProcess::open(host_pid).map_err(ConfineError::Hold)?;
     let cgroup = worker.job_cgroup().cloned().ok_or(ConfineError::NoCgroup)?;
-    let pidfd = process.raw_pidfd();
     tokio::task::spawn_blocking(move || {
-        let namespaces = pidfd_namespace_pids(pidfd)?;
+        let namespaces = pidfd_namespace_pids(process.raw_pidfd())?;
         if namespaces.get(1) != Some(&jail_pid) {
             return Err(ConfineError::NotTheChild {
                 host_pid,
@@ -434,11 +438,18 @@ async fn confine(
                 jail_pid,
             });
         }
-        cgroup.blocking_adopt(host_pid).map_err(ConfineError::Adopt)
+        let zygote_process = zygote.process().ok_or(ConfineError::IdMap {
+            step: "finding the zygote",
+            error: std::io::Error::from_raw_os_error(nix::libc::ESRCH),
+        })?;
+        idmap::write(zygote_process, &process)?;
+        cgroup
+            .blocking_adopt(host_pid)
+            .map_err(ConfineError::Adopt)?;
+        Ok(process)
     })
     .await
-    .map_err(|e| ConfineError::Task(e.to_string()))??;
-    Ok(process)
+    .map_err(|e| ConfineError::Task(e.to_string()))?
 }
 
 /// The pids of the process behind `pidfd` in each pid namespace it is in,

@@ -158,6 +158,11 @@ impl Zygote {
         self.process.as_ref().map(JobProcess::host_pid)
     }
 
+    /// The zygote process, once it is ready.
+    pub fn process(&self) -> Option<&JobProcess> {
+        self.process.as_ref()
+    }
+
     pub fn is_alive(&self) -> bool {
         self.control.is_alive()
     }
