@@ -19,7 +19,7 @@ import sys
 import time
 import unittest
 
-import runner
+from pyexec_runner import protocol
 import zygote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -176,8 +176,8 @@ class ZygoteChildTest(unittest.TestCase):
 
     @staticmethod
     def read_frame(sock):
-        header = runner._read_exactly(sock.fileno(), 4)
-        return runner._read_exactly(sock.fileno(), int.from_bytes(header, "big"))
+        header = protocol._read_exactly(sock.fileno(), 4)
+        return protocol._read_exactly(sock.fileno(), int.from_bytes(header, "big"))
 
     def test_a_job_finds_no_frame_or_object_of_the_zygotes_loop(self):
         answer = self.run_job(RESIDUE_SCRIPT)

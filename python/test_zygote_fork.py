@@ -33,16 +33,16 @@ PYTHON = sys.executable
 TIMEOUT = 60  # the zygote's warm-up imports numpy and pandas
 FLAGS = ["-I", "-X", "utf8", "-B", "-u"]
 
-# Started with `python -c`: zygote.py's main() with the sandbox calls replaced.
+# Started with `python -c`: zygote.py run as __main__ (a forked child
+# continues at its top level) with the sandbox calls replaced.
 WITHOUT_PRIVILEGE = f"""
-import sys
+import runpy, sys
 sys.path.insert(0, {HERE!r})
 import confine
-confine.unshare = confine.setns = lambda *args: None
-confine.enter_fresh_sandbox = confine.seal = lambda *args: None
-import zygote
+confine.unshare = confine.setns = lambda *args, **kwargs: None
+confine.enter_fresh_sandbox = confine.seal = lambda *args, **kwargs: None
 sys.argv = ["zygote.py"]
-zygote.main()
+runpy.run_path({os.path.join(HERE, "zygote.py")!r}, run_name="__main__")
 """
 
 
