@@ -17,6 +17,8 @@
 //! Environment: BENCH_SECONDS (per phase, default 20), BENCH_RATE (requests/s
 //! of the latency phases, default 2), BENCH_CLIENTS (saturation concurrency,
 //! default 8), BENCH_BURST (concurrent requests of the burst, default 16),
+//! BENCH_CPUS (e.g. `0` or `0-1`: the server and its jobs confined to
+//! those CPUs by a cgroup v1 cpuset, the clients outside it),
 //! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0, keys
 //! — `bench/keys.rs` — and original — `bench/original.rs`, skipped with a
 //! word when it is not installed; default: all).
@@ -31,6 +33,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
+#[path = "bench/cpuset.rs"]
+mod cpuset;
 #[path = "bench/keys.rs"]
 mod keys;
 #[path = "bench/machine.rs"]
@@ -100,7 +104,11 @@ async fn main() -> io::Result<()> {
                 .map_or(true, |c| c.iter().any(|n| n == v.name))
         })
         .collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cpuset::count_from_env()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Ok(cpus) = std::env::var("BENCH_CPUS") {
+        println!("the server confined to CPUs {cpus} (BENCH_CPUS)");
+    }
     println!(
         "pyexec benchmark: {cores} cores, {} s per phase, {} req/s in latency phases, {} clients at saturation, bursts of {}\n",
         settings.seconds, settings.rate, settings.clients, settings.burst
@@ -366,6 +374,8 @@ struct Server {
     port: u16,
     /// The benchmark's own cpuacct cgroup, which the server starts in.
     accounting: Accounting,
+    /// BENCH_CPUS: the cpuset the server starts in.
+    cpuset: Option<cpuset::Cpuset>,
 }
 
 /// Where the CPU of the server and everything it starts is counted.
@@ -447,6 +457,13 @@ impl Server {
         let join = std::fs::OpenOptions::new()
             .write(true)
             .open(accounting.own.join("cgroup.procs"))?;
+        let cpuset =
+            cpuset::Cpuset::from_env(&format!("pyexec-bench-{}-{port}", std::process::id()))?;
+        let join_cpuset = match &cpuset {
+            Some(c) => Some(std::fs::OpenOptions::new().write(true).open(c.procs())?),
+            None => None,
+        };
+        let cpuset_fd = join_cpuset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         command
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -458,6 +475,11 @@ impl Server {
                 if nix::libc::write(join_fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+                if let Some(fd) = cpuset_fd {
+                    if nix::libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
@@ -465,8 +487,10 @@ impl Server {
             child: Some(command.spawn()?),
             port,
             accounting,
+            cpuset,
         };
         drop(join);
+        drop(join_cpuset);
         server.wait_ready(ready).await?;
         Ok(server)
     }
@@ -478,6 +502,7 @@ impl Server {
             child: None,
             port,
             accounting: Accounting::make(&format!("pyexec-bench-{}-{port}", std::process::id()))?,
+            cpuset: None,
         };
         server.wait_ready(ready).await?;
         Ok(server)
@@ -507,6 +532,9 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         }
         self.accounting.remove();
+        if let Some(cpuset) = &self.cpuset {
+            cpuset.remove();
+        }
     }
 
     fn pid(&self) -> Option<u32> {
