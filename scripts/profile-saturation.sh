@@ -76,15 +76,30 @@ PY
 load=$!
 sleep 2
 perf record -q -a -e cpu-clock -F "$FREQ" -o "$work/perf.data" -- sleep "$SECONDS_" 2>/dev/null
+# This server's zygote: a zygote.py process descending from it.
+zygotes=""
+for pid in $(pgrep -f 'zygote.py' || true); do
+    p=$pid
+    while [[ "$p" -gt 1 ]]; do
+        [[ "$p" == "$server" ]] && { zygotes="$zygotes $pid"; break; }
+        p=$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 1)
+    done
+done
 wait "$load" || true
 load=""
 echo "== $ISOLATION mode, $CLIENTS clients: $(cat "$work/load.out") (load: $(cut -d' ' -f1-3 /proc/loadavg))"
 echo "== samples by process name (every CPU, $SECONDS_ s at $FREQ Hz)"
 perf report -i "$work/perf.data" --stdio --sort comm --percent-limit 0.5 2>/dev/null \
     | grep -v '^#' | grep -v '^$' | head -20
-for comm in $(perf report -i "$work/perf.data" --stdio --sort comm --percent-limit 3 2>/dev/null \
-        | grep -v '^#' | awk 'NF>=2 {print $2}' | head -5); do
+# The zygote and its children share a name: by pid, the zygote (and any
+# other long-lived process) stands out from the many short job children.
+echo "== the busiest single processes (pid:name); this server's zygote:${zygotes:- none}"
+perf report -i "$work/perf.data" --stdio --sort pid --percent-limit 1 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | head -10 || true
+perf report -i "$work/perf.data" --stdio --sort comm --percent-limit 3 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' | sed 's/^ *[0-9.]*% *//; s/ *$//' | head -5 >"$work/comms" || true
+while IFS= read -r comm; do
     echo "== top symbols of $comm"
     perf report -i "$work/perf.data" --stdio --comm "$comm" --sort sym 2>/dev/null \
-        | grep -v '^#' | grep -v '^$' | head -"$TOP"
-done
+        | grep -v '^#' | grep -v '^$' | head -"$TOP" || true
+done <"$work/comms"
