@@ -7,7 +7,8 @@ and data under a temporary directory, listening on 127.0.0.1 only) that
 scrapes it every second; lints the exposition with `promtool check
 metrics`; runs a short mixed load (successes, script errors, timeouts,
 inputs, tighter limits, output files, refused requests, a burst past the
-queue); then evaluates through Prometheus's HTTP API every PromQL query
+queue); checks that every metric of docs/operations.md's metric table is
+exposed; then evaluates through Prometheus's HTTP API every PromQL query
 printed in docs/operations.md and every query of server/grafana-dashboard.json.
 Each must return a non-empty result whose every value is finite. Exits
 non-zero, naming the query, if one does not.
@@ -89,6 +90,21 @@ def doc_queries():
             else:
                 queries.append(line.strip())
     return queries
+
+
+def doc_metrics():
+    """The metric names of the table under DOC_QUERIES' "## Metrics" (the
+    `process_*` family left out: the client library's own)."""
+    text = open(os.path.join(ROOT, DOC_QUERIES), encoding="utf-8").read()
+    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    names = re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+    return [n for n in names if not n.startswith("process_")]
+
+
+def missing_metrics(exposition, names):
+    """The names among `names` with no `# TYPE` line in `exposition`."""
+    exposed = set(re.findall(r"^# TYPE (\S+) ", exposition, re.M))
+    return [n for n in names if n not in exposed]
 
 
 def dashboard_queries():
@@ -248,6 +264,14 @@ def main():
         print(f"prometheus-check: load of {LOAD_SECONDS:.0f} s answered "
               + ", ".join(f"{count} × {status}" for status, count in sorted(statuses.items())))
         time.sleep(3)  # the last scrapes
+
+        # After the load, since labelled histograms appear with their first sample.
+        _, exposition = http(f"{base}/metrics")
+        missing = missing_metrics(exposition.decode(), doc_metrics())
+        if missing:
+            sys.exit(f"prometheus-check: in {DOC_QUERIES}'s metric table but not exposed: "
+                     + ", ".join(missing))
+        print(f"prometheus-check: all {len(doc_metrics())} metrics of {DOC_QUERIES}'s table exposed")
 
         failures = 0
         queries = [(DOC_QUERIES, q) for q in doc_queries()] + \

@@ -10,10 +10,18 @@
 //! the benchmark's own, and the jobs' own cgroups (where they move) are
 //! added.
 //!
+//! Beside it, the whole machine's CPU per job over the same window (busy
+//! time in /proc/stat less the benchmark's own clients: `bench/machine.rs`),
+//! which counts kernel workers and interrupts too; the CPU ceiling uses it.
+//!
 //! Environment: BENCH_SECONDS (per phase, default 20), BENCH_RATE (requests/s
 //! of the latency phases, default 2), BENCH_CLIENTS (saturation concurrency,
 //! default 8), BENCH_BURST (concurrent requests of the burst, default 16),
-//! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0).
+//! BENCH_CPUS (e.g. `0` or `0-1`: the server and its jobs confined to
+//! those CPUs by a cgroup v1 cpuset, the clients outside it),
+//! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0, keys
+//! — `bench/keys.rs` — and original — `bench/original.rs`, skipped with a
+//! word when it is not installed; default: all).
 
 use std::io;
 use std::net::TcpListener;
@@ -24,6 +32,15 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+#[path = "bench/cpuset.rs"]
+mod cpuset;
+#[path = "bench/keys.rs"]
+mod keys;
+#[path = "bench/machine.rs"]
+mod machine;
+#[path = "bench/original.rs"]
+mod original;
 
 const HELLO: &str = "def main():\n    return {\"hello\": \"world\"}\n";
 /// A result of about 1 MiB of JSON (1 032 477 bytes): 20 000 str -> int entries
@@ -87,7 +104,11 @@ async fn main() -> io::Result<()> {
                 .map_or(true, |c| c.iter().any(|n| n == v.name))
         })
         .collect();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = cpuset::count_from_env()
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Ok(cpus) = std::env::var("BENCH_CPUS") {
+        println!("the server confined to CPUs {cpus} (BENCH_CPUS)");
+    }
     println!(
         "pyexec benchmark: {cores} cores, {} s per phase, {} req/s in latency phases, {} clients at saturation, bursts of {}\n",
         settings.seconds, settings.rate, settings.clients, settings.burst
@@ -97,6 +118,19 @@ async fn main() -> io::Result<()> {
     for variant in &variants {
         columns.push(measure(&settings, variant).await?);
     }
+    let wants = |name: &str| {
+        chosen
+            .as_ref()
+            .map_or(true, |c| c.iter().any(|n| n == name))
+    };
+    let keys_figures = match wants("keys") {
+        true => Some(keys::measure(&settings).await?),
+        false => None,
+    };
+    let original_figures = match wants("original") {
+        true => original::measure(&settings).await?,
+        false => None,
+    };
 
     print!("{:<46}", "");
     for f in &columns {
@@ -130,21 +164,48 @@ async fn main() -> io::Result<()> {
     row("CPU per job, all processes (ms)", &|f| {
         format!("{:.1}", 1000.0 * f.cpu_per_job)
     });
+    row("CPU per job, machine-wide (ms)", &|f| {
+        format!("{:.1}", 1000.0 * f.machine.busy_s / f.ok.max(1) as f64)
+    });
+    row("  bench clients / steal, not counted (ms)", &|f| {
+        let per_job = |s: f64| 1000.0 * s / f.ok.max(1) as f64;
+        format!(
+            "{:.1} / {:.1}",
+            per_job(f.machine.own_s),
+            per_job(f.machine.steal_s)
+        )
+    });
     row("sustained jobs/s at saturation", &|f| {
         format!("{:.1}", f.jobs_per_second)
     });
+    for phase in PHASES {
+        row(&format!("  phase {phase}, mean (ms)"), &|f| {
+            let mean = phase_mean(&f.metrics, phase);
+            if mean.is_nan() {
+                "-".into()
+            } else {
+                format!("{:.2}", 1000.0 * mean)
+            }
+        });
+    }
     row("  of which refused 503 / errors", &|f| {
         format!("{} / {}", f.refused, f.errors)
     });
-    row("CPU ceiling, cores / CPU per job (jobs/s)", &|f| {
-        format!("{:.1}", cores as f64 / f.cpu_per_job)
+    row("CPU ceiling, cores / machine-wide per job", &|f| {
+        format!("{:.1}", cores as f64 / f.machine_per_job())
     });
     row("  sustained share of the ceiling", &|f| {
         format!(
             "{:.0}%",
-            100.0 * f.jobs_per_second * f.cpu_per_job / cores as f64
+            100.0 * f.jobs_per_second * f.machine_per_job() / cores as f64
         )
     });
+    if let Some(k) = &keys_figures {
+        keys::print(k);
+    }
+    if let Some(o) = &original_figures {
+        original::print(o, columns.iter().find(|f| f.name == "fork"));
+    }
     Ok(())
 }
 
@@ -159,9 +220,21 @@ struct Figures {
     spawn_ms: f64,
     idle_private_mib: Option<f64>,
     cpu_per_job: f64,
+    /// The whole machine over the saturation window.
+    machine: machine::Window,
+    /// The server's /metrics at the end of the variant's run.
+    metrics: String,
+    ok: u64,
     jobs_per_second: f64,
     refused: u64,
     errors: u64,
+}
+
+impl Figures {
+    /// Machine-wide CPU-seconds per job at saturation.
+    fn machine_per_job(&self) -> f64 {
+        self.machine.busy_s / self.ok.max(1) as f64
+    }
 }
 
 struct Latencies(Vec<Duration>);
@@ -210,15 +283,18 @@ async fn measure(settings: &Settings, variant: &Variant) -> io::Result<Figures> 
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let cpu_before = server.cpu_seconds();
+    let machine_before = machine::Snapshot::now();
     let (ok, refused, errors, elapsed) = server
         .saturate(HELLO, settings.clients, settings.seconds)
         .await;
     // Count the CPU of the replacements that saturation used up, too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let cpu = server.cpu_seconds() - cpu_before;
+    let machine = machine::Snapshot::now().since(&machine_before);
     eprintln!("[{label}] saturation done");
 
     let metrics = server.get("/metrics").await?.1;
+    let metrics_at_end = metrics.clone();
     let spawn_ms = 1000.0 * metric(&metrics, "pyexec_worker_spawn_duration_seconds_sum")
         / metric(&metrics, "pyexec_worker_spawn_duration_seconds_count");
     let actual_size = metric(&metrics, "pyexec_pool_target_size");
@@ -234,10 +310,44 @@ async fn measure(settings: &Settings, variant: &Variant) -> io::Result<Figures> 
         spawn_ms,
         idle_private_mib,
         cpu_per_job: cpu / ok.max(1) as f64,
+        machine,
+        metrics: metrics_at_end,
+        ok,
         jobs_per_second: ok as f64 / elapsed.as_secs_f64(),
         refused,
         errors,
     })
+}
+
+/// The phases of `pyexec_worker_phase_seconds`, in a worker's order.
+const PHASES: [&str; 9] = [
+    "cgroup_make",
+    "fork",
+    "setup",
+    "cgroup_move",
+    "cgroup_limits",
+    "job",
+    "cgroup_usage",
+    "exit",
+    "cgroup_remove",
+];
+
+/// The mean of `pyexec_worker_phase_seconds{phase}` over the whole run
+/// (NaN if the phase never happened).
+fn phase_mean(text: &str, phase: &str) -> f64 {
+    let sample = |suffix: &str| {
+        let head = format!("pyexec_worker_phase_seconds_{suffix}{{phase=\"{phase}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&head))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let count = sample("count");
+    if count > 0.0 {
+        sample("sum") / count
+    } else {
+        f64::NAN
+    }
 }
 
 /// The first sample of `name` in a Prometheus text exposition.
@@ -249,11 +359,23 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The repository's root.
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
 struct Server {
-    child: Child,
+    /// None for a server the benchmark found running.
+    child: Option<Child>,
     port: u16,
     /// The benchmark's own cpuacct cgroup, which the server starts in.
     accounting: Accounting,
+    /// BENCH_CPUS: the cpuset the server starts in.
+    cpuset: Option<cpuset::Cpuset>,
 }
 
 /// Where the CPU of the server and everything it starts is counted.
@@ -317,19 +439,32 @@ impl Accounting {
 
 impl Server {
     async fn start(env: &[(&str, &str)]) -> io::Result<Server> {
-        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
+        let mut command = Command::new(repo().join("target/release/pyexec"));
+        command
+            .current_dir(repo())
+            .env("PORT", port.to_string())
+            .env("PYEXEC_LOG_LEVEL", "warn")
+            .env("PYEXEC_QUEUE_MAX", "64")
+            .envs(env.iter().copied());
+        Self::launch(command, port, "/readyz").await
+    }
+
+    /// Starts `command` (a server that will listen on `port`) in a cpuacct
+    /// cgroup of the benchmark's own and waits until `ready` answers 200.
+    async fn launch(mut command: Command, port: u16, ready: &str) -> io::Result<Server> {
         let accounting = Accounting::make(&format!("pyexec-bench-{}-{port}", std::process::id()))?;
         let join = std::fs::OpenOptions::new()
             .write(true)
             .open(accounting.own.join("cgroup.procs"))?;
-        let mut command = Command::new(repo.join("target/release/pyexec"));
+        let cpuset =
+            cpuset::Cpuset::from_env(&format!("pyexec-bench-{}-{port}", std::process::id()))?;
+        let join_cpuset = match &cpuset {
+            Some(c) => Some(std::fs::OpenOptions::new().write(true).open(c.procs())?),
+            None => None,
+        };
+        let cpuset_fd = join_cpuset.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
         command
-            .current_dir(repo)
-            .env("PORT", port.to_string())
-            .env("PYEXEC_LOG_LEVEL", "warn")
-            .env("PYEXEC_QUEUE_MAX", "64")
-            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -340,19 +475,44 @@ impl Server {
                 if nix::libc::write(join_fd, b"0".as_ptr().cast(), 1) != 1 {
                     return Err(io::Error::last_os_error());
                 }
+                if let Some(fd) = cpuset_fd {
+                    if nix::libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
         let server = Server {
-            child: command.spawn()?,
+            child: Some(command.spawn()?),
             port,
             accounting,
+            cpuset,
         };
         drop(join);
+        drop(join_cpuset);
+        server.wait_ready(ready).await?;
+        Ok(server)
+    }
+
+    /// A server the benchmark did not start, listening on 127.0.0.1:`port`:
+    /// only the machine-wide CPU counts it.
+    async fn existing(port: u16, ready: &str) -> io::Result<Server> {
+        let server = Server {
+            child: None,
+            port,
+            accounting: Accounting::make(&format!("pyexec-bench-{}-{port}", std::process::id()))?,
+            cpuset: None,
+        };
+        server.wait_ready(ready).await?;
+        Ok(server)
+    }
+
+    async fn wait_ready(&self, ready: &str) -> io::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if matches!(server.get("/readyz").await, Ok((200, _))) {
-                return Ok(server);
+            if matches!(self.get(ready).await, Ok((200, _))) {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -362,20 +522,27 @@ impl Server {
     }
 
     async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+        if let Some(child) = self.child.as_mut() {
+            if let Some(pid) = child.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await;
         self.accounting.remove();
+        if let Some(cpuset) = &self.cpuset {
+            cpuset.remove();
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
     }
 
     fn cpu_seconds(&self) -> f64 {
-        self.child
-            .id()
-            .map_or(0.0, |pid| self.accounting.seconds(pid))
+        self.pid().map_or(0.0, |pid| self.accounting.seconds(pid))
     }
 
     /// The mean private memory (smaps_rollup: Private_Clean + Private_Dirty)
@@ -383,7 +550,7 @@ impl Server {
     /// costs beyond what it shares (spawn mode: the jailed interpreter; fork
     /// mode: the zygote's child).
     fn idle_worker_private_mib(&self) -> Option<f64> {
-        let pid = self.child.id()?;
+        let pid = self.pid()?;
         let base = Path::new("/sys/fs/cgroup");
         let root = if base.join("cgroup.controllers").exists() {
             base.join("pyexec").join(pid.to_string())
@@ -486,27 +653,40 @@ impl Server {
         clients: usize,
         seconds: u64,
     ) -> (u64, u64, u64, Duration) {
+        self.saturate_as(script, clients, seconds, None).await
+    }
+
+    /// [`Server::saturate`], every request carrying `token` if given; 429
+    /// counts as refused, like 503.
+    async fn saturate_as(
+        &self,
+        script: &str,
+        clients: usize,
+        seconds: u64,
+        token: Option<&str>,
+    ) -> (u64, u64, u64, Duration) {
         let body = serde_json::json!({ "script": script }).to_string();
         let started = Instant::now();
         let end = started + Duration::from_secs(seconds);
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let (body, port) = (body.clone(), self.port);
+            let token = token.map(str::to_owned);
             tasks.push(tokio::spawn(async move {
                 let (mut ok, mut refused, mut errors) = (0u64, 0u64, 0u64);
-                let Ok(mut conn) = Connection::open(port).await else {
+                let Ok(mut conn) = Connection::open_as(port, token.as_deref()).await else {
                     return (0, 0, 1);
                 };
                 while Instant::now() < end {
                     match conn.request("POST", "/execute", &body).await {
                         Ok((200, _)) => ok += 1,
-                        Ok((503, _)) => {
+                        Ok((503 | 429, _)) => {
                             refused += 1;
                             tokio::time::sleep(Duration::from_millis(50)).await;
                         }
                         Ok(_) | Err(_) => {
                             errors += 1;
-                            match Connection::open(port).await {
+                            match Connection::open_as(port, token.as_deref()).await {
                                 Ok(c) => conn = c,
                                 Err(_) => break,
                             }
@@ -530,20 +710,30 @@ impl Server {
 /// client library between the timer and the socket.
 struct Connection {
     stream: BufReader<TcpStream>,
+    /// An `Authorization` header line sent with every request, if any.
+    authorization: String,
 }
 
 impl Connection {
     async fn open(port: u16) -> io::Result<Connection> {
+        Self::open_as(port, None).await
+    }
+
+    /// A connection whose requests carry `token` as a bearer key, if given.
+    async fn open_as(port: u16, token: Option<&str>) -> io::Result<Connection> {
         let stream = TcpStream::connect(("127.0.0.1", port)).await?;
         stream.set_nodelay(true)?;
         Ok(Connection {
             stream: BufReader::new(stream),
+            authorization: token
+                .map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n")),
         })
     }
 
     async fn request(&mut self, method: &str, path: &str, body: &str) -> io::Result<(u16, String)> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{}Content-Length: {}\r\n\r\n",
+            self.authorization,
             body.len()
         );
         let stream = self.stream.get_mut();

@@ -47,6 +47,8 @@ pub struct Metrics {
     workers: IntGaugeVec,
     pool_target: IntGauge,
     pub spawn_duration: Histogram,
+    /// Each phase of a worker's life (`pyexec_worker::Phase`).
+    pub worker_phase: HistogramVec,
     pub spawn_failures: IntCounter,
     pub rejected: IntCounterVec,
     /// Fork mode: zygotes that became current, by reason (start, died, failing, recycled).
@@ -103,6 +105,14 @@ impl KeyMetrics {
 
 /// Bucket bounds on a 1-2.5-5 ladder from 1 ms up to the first bound past
 /// `longest`, so a job killed at its deadline still lands in a finite bucket.
+/// [`buckets`] with three finer ones below a millisecond, where most of a
+/// worker's phases end.
+fn phase_buckets(longest: Duration) -> Vec<f64> {
+    let mut bounds = vec![0.0001, 0.00025, 0.0005];
+    bounds.extend(buckets(longest));
+    bounds
+}
+
 pub fn buckets(longest: Duration) -> Vec<f64> {
     let longest = longest.as_secs_f64();
     let mut bounds = Vec::new();
@@ -205,6 +215,14 @@ impl Metrics {
                 "Time from starting a worker (spawn mode: launching its jail; fork mode: asking the zygote for a child) to the worker reporting ready.",
                 &buckets(spawn_timeout),
             ))?,
+            worker_phase: HistogramVec::new(
+                histogram(
+                    "pyexec_worker_phase_seconds",
+                    "Time each phase of a worker's life took: cgroup_make, fork, setup, cgroup_move, cgroup_limits, job, cgroup_usage, exit, cgroup_remove.",
+                    &phase_buckets(spawn_timeout),
+                ),
+                &["phase"],
+            )?,
             spawn_failures: IntCounter::new(
                 "pyexec_worker_spawn_failures_total",
                 "Workers that failed to start.",
@@ -287,6 +305,7 @@ impl Metrics {
         r.register(Box::new(metrics.workers.clone()))?;
         r.register(Box::new(metrics.pool_target.clone()))?;
         r.register(Box::new(metrics.spawn_duration.clone()))?;
+        r.register(Box::new(metrics.worker_phase.clone()))?;
         r.register(Box::new(metrics.spawn_failures.clone()))?;
         r.register(Box::new(metrics.rejected.clone()))?;
         r.register(Box::new(metrics.zygote_starts.clone()))?;
@@ -320,6 +339,9 @@ impl Metrics {
         }
         for reason in ZYGOTE_START_REASONS {
             self.zygote_starts.with_label_values(&[reason]);
+        }
+        for phase in pyexec_worker::Phase::ALL {
+            self.worker_phase.with_label_values(&[phase.name()]);
         }
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pyexec_worker::{JobReport, PoolObserver, SpawnError, Versions};
+use pyexec_worker::{JobReport, Phase, PhaseObserver, PoolObserver, SpawnError, Versions};
 use pyexec_worker::{ZygoteError, ZygoteObserver};
 
 use crate::kind::Kind;
@@ -20,6 +20,26 @@ pub struct PoolEvents {
 impl PoolEvents {
     pub fn new(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> PoolEvents {
         PoolEvents { metrics, readiness }
+    }
+}
+
+/// The sandbox's phase timings, as `pyexec_worker_phase_seconds`.
+pub struct PhaseEvents {
+    metrics: Arc<Metrics>,
+}
+
+impl PhaseEvents {
+    pub fn new(metrics: Arc<Metrics>) -> PhaseEvents {
+        PhaseEvents { metrics }
+    }
+}
+
+impl PhaseObserver for PhaseEvents {
+    fn phase(&self, phase: Phase, took: Duration) {
+        self.metrics
+            .worker_phase
+            .with_label_values(&[phase.name()])
+            .observe(took.as_secs_f64());
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::callers::{AuthMode, Callers, CallersConfig, KeyDefaults};
 use crate::config::{Config, Isolation};
 use crate::metrics::{BuildInfo, Metrics};
-use crate::pool_events::ZygoteEvents;
+use crate::pool_events::{PhaseEvents, ZygoteEvents};
 use crate::state::AppState;
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
@@ -31,6 +31,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     match config.isolation {
         Isolation::Spawn => {
             let sandbox = SpawnSandbox::new(config.nsjail_config()).context(cannot)?;
+            sandbox.observe_phases(Arc::new(PhaseEvents::new(metrics.clone())));
             serve_on(config, sandbox, metrics, callers).await
         }
         Isolation::Fork => {
@@ -40,6 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 ForkSandbox::start(config.nsjail_config(), config.recycling(), load, events)
                     .await
                     .context(cannot)?;
+            sandbox.observe_phases(Arc::new(PhaseEvents::new(metrics.clone())));
             serve_on(config, sandbox, metrics, callers).await
         }
     }

@@ -18,6 +18,7 @@
 //!   per-worker cgroups and the job's process held by a pidfd.
 //! - `job/`: a job and its outcome, the messages to and from the runner,
 //!   their framing, the job channel and the capture of stdout/stderr.
+//! - `phases`: the time each phase of a worker's life took, for the server.
 //! - `sandbox`, `error`, `observer`: the seams the pool and the server are
 //!   written against ([`Sandbox`], [`Worker`], [`SpawnError`], [`PoolObserver`]).
 
@@ -26,6 +27,7 @@ mod jail;
 mod job;
 mod modes;
 mod observer;
+mod phases;
 mod pool;
 mod sandbox;
 mod selfcheck;
@@ -46,5 +48,6 @@ pub use modes::fork::{
 };
 pub use modes::spawn::SpawnSandbox;
 pub use observer::{NoObserver, PoolObserver};
+pub use phases::{Phase, PhaseObserver};
 pub use pool::{Caller, CheckoutError, Lease, Pool, PoolConfig, PoolStatus};
 pub use sandbox::{Sandbox, SelfCheckReport, Worker};

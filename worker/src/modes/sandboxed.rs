@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::SpawnFailure;
 use crate::jail::cgroup::{CgroupLimits, Cgroups, JobCgroup, JobMeter};
@@ -15,6 +16,7 @@ use crate::jail::process::JobProcess;
 use crate::job::channel::{max_answer_frame, JobChannel, JobEnds, RunError};
 use crate::job::protocol::Versions;
 use crate::job::{Captured, Job, JobFailure, JobResult, Usage};
+use crate::phases::{Phase, PhaseClock};
 use crate::sandbox::Worker;
 use crate::selfcheck::Inspect;
 
@@ -27,7 +29,9 @@ pub(crate) async fn prepare(
     config: &NsjailConfig,
     id: u64,
     extra_tasks: u32,
+    clock: &PhaseClock,
 ) -> Result<(JobCgroup, JobChannel, JobEnds), SpawnFailure> {
+    let started = Instant::now();
     let limits = &config.limits;
     let cgroup_limits = CgroupLimits {
         memory_bytes: limits.memory_bytes,
@@ -38,6 +42,7 @@ pub(crate) async fn prepare(
         .create(format!("w{id}"), cgroup_limits)
         .await
         .map_err(SpawnFailure::Cgroup)?;
+    clock.since(Phase::CgroupMake, started);
     match JobChannel::new(
         max_answer_frame(config.max_result_bytes, config.file_caps),
         config.max_output_bytes,
@@ -103,12 +108,19 @@ pub struct SandboxedWorker<E: ExitSource> {
     /// What the running job's usage is measured from.
     meter: Option<JobMeter>,
     exit: E,
+    clock: PhaseClock,
 }
 
 impl<E: ExitSource> SandboxedWorker<E> {
     /// A worker being made. From here on, dropping it (a cancelled spawn
     /// included) kills what it holds and removes its cgroup.
-    pub(crate) fn new(id: u64, channel: JobChannel, cgroup: JobCgroup, exit: E) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        channel: JobChannel,
+        cgroup: JobCgroup,
+        exit: E,
+        clock: PhaseClock,
+    ) -> Self {
         SandboxedWorker {
             id,
             versions: Versions::default(),
@@ -117,6 +129,7 @@ impl<E: ExitSource> SandboxedWorker<E> {
             cgroup: Some(cgroup),
             meter: None,
             exit,
+            clock,
         }
     }
 
@@ -185,9 +198,14 @@ impl<E: ExitSource> Worker for SandboxedWorker<E> {
 
     async fn run(&mut self, job: &Job) -> Result<JobResult, JobFailure> {
         if let Some(cgroup) = &self.cgroup {
+            let started = Instant::now();
             self.meter = Some(cgroup.begin_job(job.limits.memory_bytes).await?);
+            self.clock.since(Phase::CgroupLimits, started);
         }
-        match self.channel.run(job).await {
+        let started = Instant::now();
+        let answer = self.channel.run(job).await;
+        self.clock.since(Phase::Job, started);
+        match answer {
             Ok(result) => Ok(result),
             Err(RunError::Failed(failure)) => Err(failure),
             Err(RunError::Ended) => Err(self.death().await),
@@ -212,16 +230,25 @@ impl<E: ExitSource> Worker for SandboxedWorker<E> {
 
     async fn usage(&mut self) -> Usage {
         match (&self.cgroup, self.meter.take()) {
-            (Some(cgroup), Some(meter)) => cgroup.usage(meter).await,
+            (Some(cgroup), Some(meter)) => {
+                let started = Instant::now();
+                let usage = cgroup.usage(meter).await;
+                self.clock.since(Phase::CgroupUsage, started);
+                usage
+            }
             _ => Usage::default(),
         }
     }
 
     async fn reap(mut self) {
+        let started = Instant::now();
         self.stop();
         self.exit.settle().await;
+        self.clock.since(Phase::Exit, started);
         if let Some(cgroup) = self.cgroup.take() {
+            let started = Instant::now();
             cgroup.destroy().await;
+            self.clock.since(Phase::CgroupRemove, started);
         }
     }
 }

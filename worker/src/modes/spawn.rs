@@ -11,7 +11,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::sandboxed::{self, Ended, ExitSource, SandboxedWorker};
 use crate::error::{HandshakeError, SetupError, SpawnError, SpawnFailure};
@@ -19,6 +19,7 @@ use crate::jail::cgroup::{CgroupMode, Cgroups, CpuPriority};
 use crate::jail::launcher::Launcher;
 use crate::jail::nsjail::{Jail, Nsjail, NsjailConfig, Role};
 use crate::jail::process::JobProcess;
+use crate::phases::{Phase, PhaseClock, PhaseObserver};
 use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
 use crate::selfcheck;
 
@@ -29,6 +30,7 @@ pub struct SpawnSandbox {
     nsjail: Nsjail,
     cgroups: Arc<Cgroups>,
     launcher: Launcher,
+    clock: PhaseClock,
 }
 
 impl SpawnSandbox {
@@ -43,7 +45,13 @@ impl SpawnSandbox {
             nsjail,
             cgroups: Arc::new(cgroups),
             launcher,
+            clock: PhaseClock::default(),
         })
+    }
+
+    /// Reports how long each phase of every worker made from now on takes.
+    pub fn observe_phases(&self, observer: Arc<dyn PhaseObserver>) {
+        self.clock.observe(observer);
     }
 
     pub fn config(&self) -> &NsjailConfig {
@@ -91,10 +99,11 @@ impl Sandbox for SpawnSandbox {
         let fail = |failure| SpawnError::new(id, failure);
         let config = self.nsjail.config();
         // nsjail itself sits in the cgroup too: one task more than the script's cap.
-        let (cgroup, channel, ends) = sandboxed::prepare(&self.cgroups, config, id, 1)
+        let (cgroup, channel, ends) = sandboxed::prepare(&self.cgroups, config, id, 1, &self.clock)
             .await
             .map_err(fail)?;
         cgroup.set_cpu_priority(CpuPriority::Warmup).await;
+        let launched = Instant::now();
         let passed = vec![ends.socket, ends.stdout, ends.stderr];
         let jail = match self
             .nsjail
@@ -107,7 +116,7 @@ impl Sandbox for SpawnSandbox {
                 return Err(fail(SpawnFailure::Launch(e)));
             }
         };
-        let mut worker = SpawnWorker::new(id, channel, cgroup, jail);
+        let mut worker = SpawnWorker::new(id, channel, cgroup, jail, self.clock.clone());
         /// How the wait for the ready frame ended, short of a ready worker.
         enum NotReady {
             Handshake(HandshakeError),
@@ -148,6 +157,7 @@ impl Sandbox for SpawnSandbox {
                 }));
             }
         };
+        self.clock.since(Phase::Setup, launched);
         match JobProcess::open(ready.host_pid) {
             Ok(process) => worker.ready(process, ready.versions),
             Err(e) => {

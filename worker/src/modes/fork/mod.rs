@@ -32,7 +32,7 @@ mod zygote;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ use crate::jail::cgroup::{CgroupLimits, CgroupMode, Cgroups};
 use crate::jail::launcher::Launcher;
 use crate::jail::nsjail::{Nsjail, NsjailConfig};
 use crate::jail::process::JobProcess;
+use crate::phases::{Phase, PhaseClock, PhaseObserver};
 use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
 use crate::selfcheck;
 use control::{ChildExit, ExitWatch};
@@ -155,6 +156,7 @@ struct Inner {
     stop: CancellationToken,
     /// Zygote endings in progress (see `Zygote`'s drop).
     endings: TaskTracker,
+    clock: PhaseClock,
 }
 
 impl ForkSandbox {
@@ -197,6 +199,7 @@ impl ForkSandbox {
             nudge: tokio::sync::Notify::new(),
             stop: CancellationToken::new(),
             endings: TaskTracker::new(),
+            clock: PhaseClock::default(),
         });
         let first = match inner.start_zygote("start").await {
             Ok(first) => first,
@@ -227,6 +230,11 @@ impl ForkSandbox {
 
     pub fn cgroup_mode(&self) -> CgroupMode {
         self.inner.cgroups.mode()
+    }
+
+    /// Reports how long each phase of every worker made from now on takes.
+    pub fn observe_phases(&self, observer: Arc<dyn PhaseObserver>) {
+        self.inner.clock.observe(observer);
     }
 
     /// The current zygote's generation (1 for the first), if one is live.
@@ -301,15 +309,20 @@ impl Sandbox for ForkSandbox {
             .live_zygote()
             .await
             .map_err(|e| fail(SpawnFailure::Fork(e)))?;
-        let (cgroup, channel, ends) = sandboxed::prepare(&inner.cgroups, config, id, 0)
+        let clock = &inner.clock;
+        let (cgroup, channel, ends) = sandboxed::prepare(&inner.cgroups, config, id, 0, clock)
             .await
             .map_err(fail)?;
         // One bound from the fork request to the child's ready frame. A
         // wedged zygote never answers: without it the spawn, and the pool's
         // slot with it, would wait for it forever.
         let deadline = tokio::time::Instant::now() + config.spawn_timeout;
+        let asked = Instant::now();
         let forked = match tokio::time::timeout_at(deadline, zygote.fork(id, ends)).await {
-            Ok(Ok(forked)) => forked,
+            Ok(Ok(forked)) => {
+                clock.since(Phase::Fork, asked);
+                forked
+            }
             failed => {
                 cgroup.destroy().await;
                 let error = match failed {
@@ -327,7 +340,8 @@ impl Sandbox for ForkSandbox {
             exit: forked.exit,
             zygote,
         };
-        let mut worker = ForkWorker::new(id, channel, cgroup, child);
+        let mut worker = ForkWorker::new(id, channel, cgroup, child, clock.clone());
+        let forked_at = Instant::now();
         let ready = tokio::time::timeout_at(deadline, async {
             let (channel, child) = worker.channel_and_exit();
             let mut exit = child.exit.clone();
@@ -353,7 +367,10 @@ impl Sandbox for ForkSandbox {
             })
         });
         let ready = match ready {
-            Ok(ready) => ready,
+            Ok(ready) => {
+                clock.since(Phase::Setup, forked_at);
+                ready
+            }
             Err(failure) => {
                 let zygote = worker.exit().zygote.clone();
                 worker.reap().await;
@@ -362,8 +379,11 @@ impl Sandbox for ForkSandbox {
             }
         };
         let zygote = worker.exit().zygote.clone();
+        // Timed as the cgroup move: the id map is written in the same step.
+        let confining = Instant::now();
         match confine(&worker, ready.host_pid, forked.jail_pid, zygote).await {
             Ok(process) => {
+                clock.since(Phase::CgroupMove, confining);
                 worker.exit().zygote.spawn_succeeded();
                 worker.ready(process, ready.versions);
             }
