@@ -15,7 +15,8 @@ pub enum Phase {
     /// The job process sets up its sandbox until it reports ready (fork
     /// mode: from the zygote's answer; spawn mode: from the jail's launch).
     Setup,
-    /// Fork mode: the child is held by a pidfd, checked and moved into its cgroup.
+    /// Fork mode: the child is held by a pidfd, checked, moved into its
+    /// cgroup, and its user namespace's ids mapped.
     CgroupMove,
     /// The job's own limits are written and its usage meter started.
     CgroupLimits,
