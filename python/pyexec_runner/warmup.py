@@ -1,11 +1,12 @@
-"""Warm-up: numpy and pandas imported and exercised once, before any job, so
-that the first script pays none of it (and fork mode's children share it)."""
+"""Warm-up: numpy, pandas and matplotlib imported and exercised once, before
+any job, so that the first script pays none of it (and fork mode's children
+share it)."""
 
 import gc
 import io
 import platform
 
-from . import libraries
+from . import figures, libraries
 from .private import own_builtins
 from .protocol import ready_message
 
@@ -13,7 +14,7 @@ own_builtins(globals())
 
 
 def warm_up():
-    """Import numpy/pandas and exercise their lazily-loaded parts once."""
+    """Import numpy/pandas/matplotlib and exercise their lazily-loaded parts once."""
     import numpy
     import pandas
 
@@ -28,6 +29,7 @@ def warm_up():
     frame.sort_values("c").pivot_table(index="b", values="a")
     numpy.linalg.inv(numpy.eye(3))
     numpy.random.default_rng().random(3)
+    figures.warm_up()
     # Everything alive now is long-lived library state: keep the script's
     # garbage collections from scanning it over and over.
     gc.collect()
