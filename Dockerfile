@@ -93,13 +93,14 @@ RUN python3 -m venv /opt/pyexec/tools-venv \
 # The Python the scripts run in: Debian's /usr/bin/python3 + the pinned
 # numpy/pandas. pip/setuptools are removed afterwards (nothing in the jail
 # installs packages). World-readable: the jail's uid (outside 65534) reads it.
-COPY python/requirements.txt /tmp/requirements.txt
+COPY python/requirements.txt python/build_font_cache.py /tmp/
 RUN python3 -m venv /opt/pyexec/sandbox-venv \
  && /opt/pyexec/sandbox-venv/bin/pip install -q -r /tmp/requirements.txt \
  && /opt/pyexec/sandbox-venv/bin/pip uninstall -q -y pip setuptools \
- && rm -f /tmp/requirements.txt \
+ && /opt/pyexec/sandbox-venv/bin/python3 /tmp/build_font_cache.py \
+ && rm -f /tmp/requirements.txt /tmp/build_font_cache.py \
  && chmod -R a+rX /opt/pyexec \
- && /opt/pyexec/sandbox-venv/bin/python3 -I -c 'import numpy, pandas'
+ && /opt/pyexec/sandbox-venv/bin/python3 -I -c 'import numpy, pandas, matplotlib'
 
 # ---------------------------------------------------------------------------
 # runtime: the service.

@@ -35,7 +35,7 @@ def main():
     """Spawn mode: this interpreter is one jail's only job process."""
     log_fd = _private_fd(2)
     try:
-        ready = warm_up()
+        ready = warm_up(matplotlib=False)
         confine.seal()
     except BaseException as exc:
         log(log_fd, f"warm-up failed: {type(exc).__name__}: {_safe_str(exc)}")

@@ -70,7 +70,8 @@ def shape_problems(frame):
             problems.append(f"{kind}.{key} has type {type(value).__name__}")
     for entry in frame.get("files", []) if kind == "result" else []:
         if (not isinstance(entry, dict)
-                or sorted(entry) != ["content_base64", "media_type", "name", "size"]):
+                or sorted(entry) != ["content_base64", "content_type", "media_type", "name",
+                                  "size"]):
             problems.append(f"a file entry has the wrong keys: {entry!r}")
     if kind == "error":
         if frame.get("kind") not in ERROR_KINDS:

@@ -3,11 +3,10 @@
 Two uses, one file:
 - the allow-list's derivation (scripts/trace-syscalls.sh) runs it as a job
   under strace, so every system call the runtime makes is seen;
-- the jail-policy tests' runtime section (worker/tests/jail_policy/runtime.rs,
-  `PYEXEC_JAIL_SECTIONS=runtime make test-jail`) run it as jobs under the
-  real filter in both modes, and on the host as the baseline: a module that
-  imports outside but not inside, or a smoke call that fails inside, is a
-  failure.
+- worker/tests/runtime_imports.rs runs it as jobs of the real sandbox
+  under the job's own filter and limits in both modes, and on the host as
+  the baseline: a module that imports outside but not inside, or a smoke
+  call that fails inside, is a failure.
 
 Sent as a job's source (never imported by the runner): the top level only
 defines; `exercise()` returns the report, and running the file directly
@@ -70,18 +69,35 @@ def public_modules(packages=PACKAGES):
     return sorted(names)
 
 
-def import_all(names):
-    """{module: None if it imported, else the error line}."""
+# The audit events a trail keeps: the files, calls and resources an import
+# reaches for (what a jail can refuse), not the interpreter's own bookkeeping.
+TRAIL_PREFIXES = ("open", "os.", "socket.", "ctypes.", "mmap.", "subprocess.", "shutil.",
+                  "tempfile.", "fcntl.", "resource.", "signal.", "sqlite3.", "glob.")
+
+
+def import_all(names, trail=False):
+    """{module: None if it imported, else the error line}. With trail (it
+    installs an audit hook for good, so once per process), a failure's line
+    ends with the last files and calls that import made: what it needed."""
     import importlib
 
+    recent = []
+    if trail:
+        def hook(event, args):
+            if event.startswith(TRAIL_PREFIXES):
+                recent.append(f"{event}({str(args[0])[:120] if args else ''})")
+                del recent[:-6]
+
+        sys.addaudithook(hook)
     results = {}
     for name in names:
         progress(f"import {name}")
+        recent.clear()
         try:
             importlib.import_module(name)
             results[name] = None
         except BaseException as exc:  # SystemExit from a module is a failure, not our end
-            results[name] = error_line(exc)
+            results[name] = error_line(exc) + (f" [after: {'; '.join(recent)}]" if recent else "")
     return results
 
 

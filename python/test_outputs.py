@@ -99,3 +99,72 @@ class OutputFilesTest(unittest.TestCase):
                                (".hidden", "application/octet-stream"),
                                ("d.unknownext", "application/octet-stream")]:
             self.assertEqual(outputs.media_type(name), expected, name)
+
+    def test_content_types_come_from_the_leading_bytes(self):
+        for data, name, expected in [
+                (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "plot.bin", "image/png"),
+                (b"\xff\xd8\xff\xe0\0\x10JFIF", "photo", "image/jpeg"),
+                (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3", "doc.txt", "application/pdf"),
+                (b'<?xml version="1.0"?>\n<!DOCTYPE svg>\n<svg xmlns="x"></svg>', "f",
+                 "image/svg+xml"),
+                (b"<svg></svg>", "f.txt", "image/svg+xml"),
+                (b'{"a": [1, 2]}', "data.txt", "application/json"),
+                (b"[1, 2", "broken.json", "text/plain"),
+                (b"a,b\n1,2\n3,4\n", "table", "text/csv"),
+                (b"just one line", "x.csv", "text/csv"),
+                ("Zürich\n".encode(), "notes", "text/plain"),
+                (b"\0\1\2", "x.csv", "application/octet-stream"),
+                (b"", "empty.txt", "application/octet-stream"),
+                (b"a" * 4095 + "é".encode(), "cut", "text/plain")]:
+            self.assertEqual(outputs.content_type(data, name), expected, name)
+
+
+class FiguresTest(unittest.TestCase):
+    """Figures a script leaves open come back as PNG files (pyexec_runner/figures.py)."""
+
+    def test_open_figures_are_saved_in_order_around_the_scripts_own_names(self):
+        finished = run_script(self, dedent("""
+            import os
+            import matplotlib.pyplot as plt
+            OUT = os.environ["PYEXEC_OUTPUTS_DIR"]
+            def main():
+                with open(os.path.join(OUT, "figure-1.png"), "wb") as f:
+                    f.write(b"mine")
+                plt.plot([1, 2, 3])
+                plt.figure()
+                plt.bar(["a", "b"], [3, 4])
+                plt.show()
+                return {}
+        """))
+        files = files_of(self, finished)
+        self.assertEqual(sorted(files), ["figure-1.png", "figure-2.png", "figure-3.png"])
+        self.assertEqual(files["figure-1.png"][0], b"mine")
+        for name in ("figure-2.png", "figure-3.png"):
+            self.assertTrue(files[name][0].startswith(b"\x89PNG\r\n\x1a\n"), name)
+        types = {e["name"]: e["content_type"] for e in finished.frame["files"]}
+        self.assertEqual(types, {"figure-1.png": "text/plain", "figure-2.png": "image/png",
+                                 "figure-3.png": "image/png"})
+        self.assertEqual((finished.stdout, finished.stderr), (b"", b""))
+
+    def test_a_figure_that_fails_to_save_is_reported_and_the_job_succeeds(self):
+        finished = run_script(self, dedent("""
+            import matplotlib.pyplot as plt
+            def main():
+                plt.figure(dpi=2_000_000).gca().plot([1, 2])
+                plt.figure().gca().plot([2, 1])
+                return {"ok": True}
+        """))
+        self.assertEqual(finished.frame["result"], {"ok": True})
+        self.assertEqual(list(files_of(self, finished)), ["figure-2.png"])
+        self.assertIn(b"pyexec: figure-1.png could not be saved: ValueError", finished.stderr)
+
+    def test_figures_count_against_the_file_caps(self):
+        finished = run_script(self, dedent("""
+            import matplotlib.pyplot as plt
+            def main():
+                for _ in range(3):
+                    plt.figure()
+                return {}
+        """), max_files=2)
+        self.assertEqual(list(files_of(self, finished)), ["figure-1.png", "figure-2.png"])
+        self.assertEqual(finished.frame["files_omitted"], ["figure-3.png"])

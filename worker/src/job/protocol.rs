@@ -94,6 +94,11 @@ pub struct OutputFile {
     pub size: u64,
     /// From the name's extension (Python's `mimetypes`).
     pub media_type: String,
+    /// From the file's leading bytes (`content_type` in
+    /// python/pyexec_runner/outputs.py): `image/png`, `image/jpeg`,
+    /// `application/pdf`, `image/svg+xml`, `application/json`, `text/csv`,
+    /// `text/plain` or `application/octet-stream`.
+    pub content_type: String,
     pub content_base64: String,
 }
 

@@ -71,8 +71,8 @@ pub async fn basics<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     checks.check(
         "the environment holds only the cfg's variables",
         ran.has(
-            "ENV ['HOME', 'LANG', 'MKL_NUM_THREADS', 'MPLCONFIGDIR', 'NUMEXPR_NUM_THREADS', \
-             'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TZ']",
+            "ENV ['HOME', 'LANG', 'MKL_NUM_THREADS', 'MPLBACKEND', 'MPLCONFIGDIR', \
+             'NUMEXPR_NUM_THREADS', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'PATH', 'TZ']",
         ),
     );
     let fds = ran.line("FDS");

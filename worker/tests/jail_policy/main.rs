@@ -7,7 +7,7 @@
 //! packet off this machine, even in a broken jail.
 //!
 //! One module per section: basics, network, filesystem, seccomp, rlimits,
-//! cgroups, exits, budgets, runtime; then what only fork mode has to prove (`fork_only`). One
+//! cgroups, exits, budgets; then what only fork mode has to prove (`fork_only`). One
 //! test per mode (`spawn_mode`, `fork_mode`) runs every section in turn on
 //! one sandbox of the server's configuration (fork mode: one zygote, as the
 //! server has), plus the sandboxes a control needs. Each property is one
@@ -32,7 +32,6 @@ mod filesystem;
 mod fork_only;
 mod network;
 mod rlimits;
-mod runtime;
 mod seccomp;
 
 use harness::{is_fork, Checks, Fork, Jail, Kind, Spawn};
@@ -73,9 +72,6 @@ async fn every_section<K: Kind>() {
     }
     if wanted("budgets") {
         budgets::budgets(&jail, &mut checks).await;
-    }
-    if wanted("runtime") {
-        runtime::runtime(&jail, &mut checks).await;
     }
     if is_fork::<K>() && wanted("fork_only") {
         fork_only::fork_only(&jail, &mut checks).await;
