@@ -13,7 +13,7 @@
 #
 # It lives in $VM_CACHE/image-<key> (disk.img, vmlinuz, initrd.img), <key> a
 # hash of everything that goes into it: this script (the package list, the
-# boot unit), scripts/setup.sh, python/requirements.txt, the Debian mirror and
+# boot unit), the files setup.sh reads (SETUP_INPUTS), the Debian mirror and
 # the CA certificates copied in. The Debian archive's state is not in the
 # key: VM_REBUILD=1 rebuilds. Downloaded .debs are kept in $VM_CACHE/debs.
 set -euo pipefail
@@ -42,7 +42,9 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 shopt -s nullglob
 cas=(/usr/local/share/ca-certificates/*.crt)
 shopt -u nullglob
-key=$( { cat "$self" "$repo/scripts/setup.sh" "$repo/python/requirements.txt"
+# What setup.sh reads from the checkout: copied into the chroot, and hashed.
+SETUP_INPUTS=(scripts/setup.sh python/requirements.txt python/build_font_cache.py)
+key=$( { cat "$self"; for f in "${SETUP_INPUTS[@]}"; do cat "$repo/$f"; done
          echo "$DEBIAN_MIRROR"
          for c in "${cas[@]}"; do sha256sum < "$c"; done; } | sha256sum | cut -c1-16)
 image_dir=$VM_CACHE/image-$key
@@ -148,9 +150,10 @@ build_image() {
   chroot "$root" update-ca-certificates >/dev/null 2>&1
   printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$root/etc/pip.conf"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
-  mkdir -p "$root/tmp/pyexec-setup/scripts" "$root/tmp/pyexec-setup/python"
-  cp "$repo/scripts/setup.sh" "$root/tmp/pyexec-setup/scripts/"
-  cp "$repo/python/requirements.txt" "$root/tmp/pyexec-setup/python/"
+  for f in "${SETUP_INPUTS[@]}"; do
+    mkdir -p "$root/tmp/pyexec-setup/$(dirname "$f")"
+    cp "$repo/$f" "$root/tmp/pyexec-setup/$f"
+  done
   mount -t proc proc "$root/proc"
   local rc=0
   chroot "$root" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
