@@ -125,8 +125,8 @@ where
     S::Worker: Observe,
 {
     let path = dir.join("job.py");
-    let script = std::fs::read_to_string(&path)
-        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let script =
+        std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut job = common::job(&format!("{script}\n\ndef main():\n    return {{}}\n"));
     job.limits = JobLimits {
         timeout,

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pyexec_worker::{
-    FileCaps, Job, JobLimits, NsjailConfig, Recycling, SandboxLimits, ZygoteLoad,
-};
+use pyexec_worker::{FileCaps, Job, JobLimits, NsjailConfig, Recycling, SandboxLimits, ZygoteLoad};
 
 // The server's tests' reading of PYEXEC_TEST_TIME_SCALE: the cgroup v2 VM
 // emulates its CPU at a tenth of the host's speed or less.
