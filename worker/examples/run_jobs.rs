@@ -147,7 +147,7 @@ where
     let end_grace = common::scaled(END_GRACE);
     answer["end"] = match tokio::time::timeout(end_grace, worker.ended()).await {
         Ok(status) => status.into(),
-        Err(_) => format!("not ended {end_grace:?} after its answer: stopped").into(),
+        Err(_) => format!("still running {end_grace:?} after its run: stopped").into(),
     };
     worker.stop();
     let (stdout, stderr) = worker.output().await;
