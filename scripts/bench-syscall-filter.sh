@@ -153,7 +153,7 @@ done
 for mode in spawn fork; do
   NSJAIL="$NSJAIL" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$runner" \
     "$RUN_JOBS" "$mode" 300 "$WORK/run.$mode.bench" 2>>"$WORK/driver.log" ||
-    { echo "bench-syscall-filter: the $mode job did not run:" >&2; tail -5 "$WORK/driver.log" >&2; }
+    { echo "bench-syscall-filter: run_jobs $mode failed:" >&2; tail -5 "$WORK/driver.log" >&2; }
 done
 
 echo "CPU ns per call, best of 30 interleaved rounds of 200 000 calls (from C, in the jail):"

@@ -90,7 +90,7 @@ echo "trace-syscalls: tracing 3 jobs in each mode (strace slows them down; about
 for mode in spawn fork; do
   NSJAIL="$WORK/nsjail" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$WORK/runner" PYEXEC_TEST_TIME_SCALE=10 \
     "$RUN_JOBS" "$mode" 600 "$WORK/run.$mode.hello" "$WORK/run.$mode.walk" "$WORK/run.$mode.smoke" \
-    2>>"$WORK/driver.log" || { echo "trace-syscalls: the $mode jobs did not run:" >&2; tail -5 "$WORK/driver.log" >&2; }
+    2>>"$WORK/driver.log" || { echo "trace-syscalls: run_jobs $mode failed:" >&2; tail -5 "$WORK/driver.log" >&2; }
 done
 
 # Every job must have answered and every smoke call passed, or the trace is
