@@ -17,7 +17,8 @@
 # preempted for other work does not count). Interleaving the variants makes
 # them share whatever else the machine is doing; the best of 30 rounds is
 # printed, in ns per call. A benchmark prints figures; it checks nothing. Environment:
-# NSJAIL, VENV, CFG, RUNNER_DIR, as scripts/probe-jail-driver.py reads them.
+# NSJAIL, VENV, CFG, RUNNER_DIR, as worker/examples/run_jobs.rs (the driver)
+# reads them; RUN_JOBS, a built run_jobs (default: cargo builds it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,13 +31,17 @@ COMPARE=${COMPARE:-}
 
 if [ "$(id -u)" -ne 0 ]; then echo "bench-syscall-filter: run as root" >&2; exit 2; fi
 command -v gcc >/dev/null || { echo "bench-syscall-filter: needs gcc" >&2; exit 2; }
+if [ -z "${RUN_JOBS:-}" ]; then
+  (cd "$here" && cargo build -q -p pyexec-worker --features test-support --example run_jobs)
+  RUN_JOBS=${CARGO_TARGET_DIR:-$here/target}/debug/examples/run_jobs
+fi
 WORK=$(mktemp -d /tmp/bench-syscall-filter.XXXXXX)
 chmod 755 "$WORK"
-trap 'sort -ru "$WORK/cgroups" 2>/dev/null | while read -r d; do rmdir "$d" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
 runner="$WORK/runner"
 mkdir -p "$runner/filters"
-cp "$RUNNER_DIR"/*.py "$runner/"
+cp -r "$RUNNER_DIR"/*.py "$RUNNER_DIR/pyexec_runner" "$runner/"
 printf '\n\ndef install_job_filter():\n    """The benchmark installs its filters itself."""\n' >> "$runner/confine.py"
 
 # The variants' programs, packed as the kernel takes them.
@@ -145,10 +150,11 @@ for mode in spawn fork; do
   printf 'import subprocess\nprint(subprocess.run(["/pyexec/syscall-loop", %s], capture_output=True, text=True, timeout=250).stdout)\n' \
     "$args" > "$WORK/run.$mode.bench/job.py"
 done
-printf 'run mode=spawn name=bench runner=%s timeout=300\nrun mode=fork name=bench runner=%s timeout=300\nquit\n' \
-  "$runner" "$runner" | \
-  NSJAIL="$NSJAIL" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$RUNNER_DIR" WORK="$WORK" PROBE_PID=$$ \
-  "$HOSTPY" "$here/scripts/probe-jail-driver.py" > /dev/null 2>>"$WORK/driver.log"
+for mode in spawn fork; do
+  NSJAIL="$NSJAIL" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$runner" \
+    "$RUN_JOBS" "$mode" 300 "$WORK/run.$mode.bench" 2>>"$WORK/driver.log" ||
+    { echo "bench-syscall-filter: run_jobs $mode failed:" >&2; tail -5 "$WORK/driver.log" >&2; }
+done
 
 echo "CPU ns per call, best of 30 interleaved rounds of 200 000 calls (from C, in the jail):"
 printf '%-6s %-12s %10s %10s\n' mode filter getppid read

@@ -6,10 +6,10 @@
 #   sudo bash scripts/trace-syscalls.sh          # about a minute
 #   /opt/pyexec/sandbox-venv/bin/python3 -m unittest python/test_syscalls.py -v
 #
-# How: scripts/probe-jail-driver.py launches the real runner (spawn mode) and
-# the real zygote and its children (fork mode) exactly as the server does,
-# but through `strace -f -X verbose` wrapped around nsjail, so every process
-# of the jail is traced from its exec to its end. Each mode runs three jobs:
+# How: worker/examples/run_jobs.rs starts the real runner (spawn mode) and
+# the real zygote and its children (fork mode) through the server's own
+# launcher, but with `strace -f -X verbose` wrapped around nsjail, so every
+# process of the jail is traced from its exec to its end. Each mode runs three jobs:
 # hello (the runner's own life: ready frame, one job, output files, exit),
 # walk (python/runtime_exercise.py importing every public module of numpy,
 # pandas and matplotlib) and smoke (its smoke calls: numpy, pandas,
@@ -28,7 +28,8 @@
 # run this, then the unit test above: it fails naming every traced job call
 # the policy refuses. Review each, add it to python/syscalls.py with its
 # reason (or explain in that file why it stays refused), and commit both
-# files. Environment: NSJAIL, VENV, CFG, RUNNER_DIR (as scripts/probe-jail-driver.py),
+# files. Environment: NSJAIL, VENV, CFG, RUNNER_DIR (as worker/examples/run_jobs.rs
+# reads them), RUN_JOBS (a built run_jobs; default: cargo builds it),
 # OUT (default python/syscall_trace.json), KEEP=1 keeps the raw traces.
 set -euo pipefail
 
@@ -43,21 +44,21 @@ HOSTPY=/usr/bin/python3
 if [ "$(id -u)" -ne 0 ]; then echo "trace-syscalls: run as root" >&2; exit 2; fi
 command -v strace >/dev/null || { echo "trace-syscalls: needs strace (apt-get install strace)" >&2; exit 2; }
 
+if [ -z "${RUN_JOBS:-}" ]; then
+  (cd "$here" && cargo build -q -p pyexec-worker --features test-support --example run_jobs)
+  RUN_JOBS=${CARGO_TARGET_DIR:-$here/target}/debug/examples/run_jobs
+fi
+
 WORK=$(mktemp -d /tmp/trace-syscalls.XXXXXX)
 chmod 755 "$WORK"   # bind sources must be readable by the jail's uid
-driver_pid=""
 cleanup() {
-  [ -n "$driver_pid" ] && kill -TERM "$driver_pid" 2>/dev/null
-  if [ -f "$WORK/cgroups" ]; then
-    sort -ru "$WORK/cgroups" | while read -r d; do rmdir "$d" 2>/dev/null || true; done
-  fi
   if [ -n "${KEEP:-}" ]; then echo "trace-syscalls: traces kept in $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
 # The runner, with a job filter that allows everything (see above).
 mkdir "$WORK/runner"
-cp "$RUNNER_DIR"/*.py "$WORK/runner/"
+cp -r "$RUNNER_DIR"/*.py "$RUNNER_DIR/pyexec_runner" "$WORK/runner/"
 cat >> "$WORK/runner/confine.py" <<'EOF'
 
 
@@ -85,20 +86,12 @@ for mode in spawn fork; do
     > "$WORK/run.$mode.smoke/job.py"
 done
 
-commands=""
-for mode in spawn fork; do
-  for name in hello walk smoke; do
-    commands+="run mode=$mode name=$name runner=$WORK/runner timeout=600"$'\n'
-  done
-done
 echo "trace-syscalls: tracing 3 jobs in each mode (strace slows them down; about a minute)"
-printf '%squit\n' "$commands" | \
-  NSJAIL="$WORK/nsjail" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$WORK/runner" WORK="$WORK" \
-  PROBE_PID=$$ PYEXEC_TEST_TIME_SCALE=10 "$HOSTPY" "$here/scripts/probe-jail-driver.py" \
-  > "$WORK/driver.out" 2>>"$WORK/driver.log" &
-driver_pid=$!
-wait "$driver_pid" || true
-driver_pid=""
+for mode in spawn fork; do
+  NSJAIL="$WORK/nsjail" VENV="$VENV" CFG="$CFG" RUNNER_DIR="$WORK/runner" PYEXEC_TEST_TIME_SCALE=10 \
+    "$RUN_JOBS" "$mode" 600 "$WORK/run.$mode.hello" "$WORK/run.$mode.walk" "$WORK/run.$mode.smoke" \
+    2>>"$WORK/driver.log" || { echo "trace-syscalls: run_jobs $mode failed:" >&2; tail -5 "$WORK/driver.log" >&2; }
+done
 
 # Every job must have answered and every smoke call passed, or the trace is
 # of a runtime that did not do its work.
@@ -106,9 +99,10 @@ failed=0
 for mode in spawn fork; do
   for name in hello walk smoke; do
     r="$WORK/run.$mode.$name"
-    if ! grep -q '^{"type":"result"' "$r/answer" 2>/dev/null; then
+    if ! "$HOSTPY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["type"] != "result")' \
+         "$r/answer" 2>/dev/null; then
       echo "trace-syscalls: the $mode $name job did not answer:" >&2
-      tail -5 "$r/err" "$r/log" 2>/dev/null >&2; failed=1; continue
+      tail -5 "$r/answer" "$r/err" "$r/log" 2>/dev/null >&2; failed=1; continue
     fi
     if [ "$name" != hello ]; then
       grep '^REPORT ' "$r/out" | cut -d' ' -f2- | "$HOSTPY" -c '

@@ -1,6 +1,7 @@
 //! What the tests of the real sandboxes share (`real_jail.rs`,
-//! `jail_policy/`): the sandbox configuration they run under, a job, worker
-//! ids, and the check that a closed sandbox left no cgroup behind.
+//! `jail_policy/`, and `examples/run_jobs.rs`): the sandbox configuration
+//! they run under, a job, worker ids, and the check that a closed sandbox
+//! left no cgroup behind.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use pyexec_worker::{FileCaps, Job, JobLimits, NsjailConfig, SandboxLimits};
+use pyexec_worker::{FileCaps, Job, JobLimits, NsjailConfig, Recycling, SandboxLimits, ZygoteLoad};
 
 // The server's tests' reading of PYEXEC_TEST_TIME_SCALE: the cgroup v2 VM
 // emulates its CPU at a tenth of the host's speed or less.
@@ -51,6 +52,23 @@ pub fn config(test: &str) -> NsjailConfig {
         spawn_timeout: scaled(Duration::from_secs(30)),
         cgroup_parent: format!("pyexec-test-{test}"),
         cgroup_mount: "/sys/fs/cgroup".into(),
+    }
+}
+
+/// Fork mode's zygote: renewed neither by count nor by age within a run.
+pub fn zygote_recycling() -> Recycling {
+    Recycling {
+        max_forks: 1000,
+        max_age: Duration::from_secs(3600),
+    }
+}
+
+/// Fork mode's load: one zygote, as the server has.
+pub fn zygote_load() -> ZygoteLoad {
+    ZygoteLoad {
+        pool_size: 4,
+        max_jobs: 4,
+        parallel_spawns: 2,
     }
 }
 

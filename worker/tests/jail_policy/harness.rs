@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use pyexec_worker::testing::Observe;
 use pyexec_worker::{
-    ForkSandbox, JobFailure, NoZygoteObserver, NsjailConfig, Recycling, Sandbox, SetupError,
-    SpawnSandbox, Worker, ZygoteLoad,
+    ForkSandbox, JobFailure, NoZygoteObserver, NsjailConfig, Sandbox, SetupError, SpawnSandbox,
+    Worker,
 };
 
 use crate::common::{self, scaled};
@@ -55,16 +55,13 @@ impl Kind for Fork {
     type Sandbox = ForkSandbox;
 
     async fn start(config: NsjailConfig) -> Result<ForkSandbox, SetupError> {
-        let recycling = Recycling {
-            max_forks: 1000,
-            max_age: Duration::from_secs(3600),
-        };
-        let load = ZygoteLoad {
-            pool_size: 4,
-            max_jobs: 4,
-            parallel_spawns: 2,
-        };
-        ForkSandbox::start(config, recycling, load, Arc::new(NoZygoteObserver)).await
+        ForkSandbox::start(
+            config,
+            common::zygote_recycling(),
+            common::zygote_load(),
+            Arc::new(NoZygoteObserver),
+        )
+        .await
     }
 
     fn zygote_pid(sandbox: &ForkSandbox) -> Option<i32> {
