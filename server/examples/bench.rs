@@ -660,43 +660,27 @@ impl Server {
     /// costs beyond what it shares (spawn mode: the jailed interpreter; fork
     /// mode: the zygote's child).
     fn idle_worker_private_mib(&self) -> Option<f64> {
-        let pid = self.pid()?;
-        let base = Path::new("/sys/fs/cgroup");
-        let root = if base.join("cgroup.controllers").exists() {
-            base.join("pyexec").join(pid.to_string())
-        } else {
-            base.join("pids/pyexec").join(pid.to_string())
-        };
-        let mut sizes = Vec::new();
-        for worker in std::fs::read_dir(root).ok()?.flatten() {
-            if !worker.file_name().to_string_lossy().starts_with('w') {
-                continue;
-            }
-            let procs =
-                std::fs::read_to_string(worker.path().join("cgroup.procs")).unwrap_or_default();
-            for p in procs.split_whitespace() {
-                let Ok(status) = std::fs::read_to_string(format!("/proc/{p}/comm")) else {
-                    continue;
-                };
-                if !status.trim().starts_with("python") {
-                    continue; // nsjail, in spawn mode
-                }
-                let rollup =
-                    std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
-                let kib: f64 = rollup
-                    .lines()
-                    .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
-                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                    .sum();
-                sizes.push(kib / 1024.0);
-            }
-        }
-        (!sizes.is_empty()).then(|| sizes.iter().sum::<f64>() / sizes.len() as f64)
+        let sizes = self.interpreter_memory_mib('w')?;
+        (!sizes.is_empty()).then(|| sizes.iter().map(|s| s.1).sum::<f64>() / sizes.len() as f64)
     }
 
     /// The zygotes' interpreters (fork mode): mean RSS and private memory
     /// (smaps_rollup), what the children share and what is the zygote's own.
     fn zygote_memory_mib(&self) -> Option<(f64, f64)> {
+        let sizes = self.interpreter_memory_mib('z')?;
+        let n = sizes.len() as f64;
+        (!sizes.is_empty()).then(|| {
+            (
+                sizes.iter().map(|s| s.0).sum::<f64>() / n,
+                sizes.iter().map(|s| s.1).sum::<f64>() / n,
+            )
+        })
+    }
+
+    /// (RSS, private) MiB of each Python process in this server's cgroups
+    /// whose name starts with `kind` (`w` a worker's, `z` a zygote's); nsjail
+    /// processes are left out.
+    fn interpreter_memory_mib(&self, kind: char) -> Option<Vec<(f64, f64)>> {
         let pid = self.pid()?;
         let base = Path::new("/sys/fs/cgroup");
         let root = if base.join("cgroup.controllers").exists() {
@@ -706,7 +690,7 @@ impl Server {
         };
         let mut sizes = Vec::new();
         for group in std::fs::read_dir(root).ok()?.flatten() {
-            if !group.file_name().to_string_lossy().starts_with('z') {
+            if !group.file_name().to_string_lossy().starts_with(kind) {
                 continue;
             }
             let procs =
@@ -714,7 +698,7 @@ impl Server {
             for p in procs.split_whitespace() {
                 let comm = std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
                 if !comm.trim().starts_with("python") {
-                    continue; // nsjail
+                    continue;
                 }
                 let rollup =
                     std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")).unwrap_or_default();
@@ -731,13 +715,7 @@ impl Server {
                 ));
             }
         }
-        let n = sizes.len() as f64;
-        (!sizes.is_empty()).then(|| {
-            (
-                sizes.iter().map(|s| s.0).sum::<f64>() / n,
-                sizes.iter().map(|s| s.1).sum::<f64>() / n,
-            )
-        })
+        Some(sizes)
     }
 
     /// `n` requests at the same moment, each on its own connection: their

@@ -12,18 +12,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use common::{execute, expect, request, Response, TestServer};
+use common::{execute, expect, post_execute, Response, TestServer};
 
 async fn post(server: &TestServer, body: &Value) -> Response {
-    let json = [("Content-Type", "application/json")];
-    request(
-        server.addr,
-        "POST",
-        "/execute",
-        &json,
-        body.to_string().as_bytes(),
-    )
-    .await
+    post_execute(server.addr, body).await
 }
 
 /// Decodes a file entry's base64 PNG with Pillow (in the sandbox venv) and

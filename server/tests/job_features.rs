@@ -8,18 +8,10 @@ mod common;
 
 use serde_json::{json, Value};
 
-use common::{execute, expect, request, time_scale, Response, TestServer};
+use common::{execute, expect, post_execute, time_scale, Response, TestServer};
 
 async fn post(server: &TestServer, body: &Value) -> Response {
-    let json = [("Content-Type", "application/json")];
-    request(
-        server.addr,
-        "POST",
-        "/execute",
-        &json,
-        body.to_string().as_bytes(),
-    )
-    .await
+    post_execute(server.addr, body).await
 }
 
 /// Standard base64 (with padding), as the answer carries file contents.

@@ -135,6 +135,12 @@ pub async fn execute_with(addr: SocketAddr, script: &str, headers: &[(&str, &str
     request(addr, "POST", "/execute", &all, body.as_bytes()).await
 }
 
+/// `POST /execute` with a whole request body (script, input, limits).
+pub async fn post_execute(addr: SocketAddr, body: &serde_json::Value) -> Response {
+    let json = [("Content-Type", "application/json")];
+    request(addr, "POST", "/execute", &json, body.to_string().as_bytes()).await
+}
+
 pub async fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[], b"").await
 }
