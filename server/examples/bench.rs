@@ -20,7 +20,7 @@
 //! BENCH_CPUS (e.g. `0` or `0-1`: the server and its jobs confined to
 //! those CPUs by a cgroup v1 cpuset, the clients outside it),
 //! BENCH_VARIANTS (comma-separated subset of fork, spawn, spawn-pool0,
-//! fork-no-mpl, keys — `bench/keys.rs` — and original —
+//! fork-no-mpl, fork-small-pages, keys — `bench/keys.rs` — and original —
 //! `bench/original.rs`, skipped with a word when it is not installed;
 //! default: all).
 //!
@@ -29,7 +29,9 @@
 //! `runner_without_matplotlib`): side by side with fork, what
 //! pre-importing it costs every job and every worker. The
 //! plot phase (a 1 000-point line plot, returned as figure-1.png) runs
-//! with the runner as shipped.
+//! with the runner as shipped. `fork-small-pages` leaves the zygote's
+//! memory in 4 KiB pages (`PYEXEC_ZYGOTE_PAGES=small`): beside fork, what
+//! the huge pages save each fork and exit.
 
 use std::io;
 use std::net::TcpListener;
@@ -96,6 +98,14 @@ const VARIANTS: &[Variant] = &[
         name: "fork-no-mpl",
         env: &[("PYEXEC_ISOLATION", "fork")],
         matplotlib: false,
+    },
+    Variant {
+        name: "fork-small-pages",
+        env: &[
+            ("PYEXEC_ISOLATION", "fork"),
+            ("PYEXEC_ZYGOTE_PAGES", "small"),
+        ],
+        matplotlib: true,
     },
 ];
 

@@ -37,10 +37,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Isolation::Fork => {
             let events = Arc::new(ZygoteEvents::new(metrics.clone()));
             let load = config.zygote_load();
-            let sandbox =
-                ForkSandbox::start(config.nsjail_config(), config.recycling(), load, events)
-                    .await
-                    .context(cannot)?;
+            let sandbox = ForkSandbox::start(
+                config.nsjail_config(),
+                config.recycling(),
+                load,
+                config.zygote_pages,
+                events,
+            )
+            .await
+            .context(cannot)?;
             sandbox.observe_phases(Arc::new(PhaseEvents::new(metrics.clone())));
             serve_on(config, sandbox, metrics, callers).await
         }

@@ -31,6 +31,7 @@ use std::time::Duration;
 use pyexec_worker::testing::Observe;
 use pyexec_worker::{
     ForkSandbox, JobLimits, NoZygoteObserver, NsjailConfig, Sandbox, SpawnSandbox, Worker,
+    ZygotePages,
 };
 use serde_json::json;
 
@@ -70,6 +71,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
                 config.clone(),
                 common::zygote_recycling(),
                 common::zygote_load(),
+                ZygotePages::Huge,
                 Arc::new(NoZygoteObserver),
             )
             .await

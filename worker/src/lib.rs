@@ -44,7 +44,7 @@ pub use job::channel::max_answer_frame;
 pub use job::protocol::{OutputFile, OutputFiles, ScriptError, ScriptErrorKind, Versions};
 pub use job::{Captured, FileCaps, Job, JobFailure, JobLimits, JobReport, JobResult, Usage};
 pub use modes::fork::{
-    ForkSandbox, NoZygoteObserver, Recycling, ZygoteLoad, ZygoteObserver, ZygoteRoom,
+    ForkSandbox, NoZygoteObserver, Recycling, ZygoteLoad, ZygoteObserver, ZygotePages, ZygoteRoom,
 };
 pub use modes::spawn::SpawnSandbox;
 pub use observer::{NoObserver, PoolObserver};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pyexec_worker::{
     ForkSandbox, Job, JobFailure, JobResult, NoZygoteObserver, Recycling, Sandbox, ScriptErrorKind,
-    SpawnSandbox, Usage, Worker, ZygoteLoad,
+    SpawnSandbox, Usage, Worker, ZygoteLoad, ZygotePages,
 };
 
 mod common;
@@ -69,6 +69,7 @@ macro_rules! both_modes {
                         max_jobs: 4,
                         parallel_spawns: 2,
                     },
+                    ZygotePages::Huge,
                     Arc::new(NoZygoteObserver),
                 )
                 .await

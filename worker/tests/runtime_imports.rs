@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use pyexec_worker::{
     FileCaps, ForkSandbox, Job, JobLimits, NoZygoteObserver, Recycling, Sandbox, SpawnSandbox,
-    Worker, ZygoteLoad,
+    Worker, ZygoteLoad, ZygotePages,
 };
 use serde_json::Value;
 
@@ -195,6 +195,7 @@ async fn the_runtime_imports_and_works_in_fork_mode() {
             max_jobs: 2,
             parallel_spawns: 1,
         },
+        ZygotePages::Huge,
         Arc::new(NoZygoteObserver),
     )
     .await

@@ -10,6 +10,7 @@ use super::vars::DefaultValue::{Derived, Text};
 use super::vars::{cgroup_name, choice, number, path, seconds, variables};
 use super::{DatabaseUrl, Isolation, LogFormat};
 use crate::callers::AuthMode;
+use pyexec_worker::ZygotePages;
 
 variables! {
     port: u16 = PORT {
@@ -270,6 +271,13 @@ variables! {
         default: Text("600"),
         meaning: "fork mode: seconds after which a zygote is replaced by a fresh one (its successor is ready first)",
         parse: |s| seconds(s, false),
+    },
+
+    zygote_pages: ZygotePages = ZYGOTE_PAGES {
+        name: "PYEXEC_ZYGOTE_PAGES",
+        default: Text("huge"),
+        meaning: "fork mode: huge: the zygote's heap is collapsed into 2 MiB pages (MADV_COLLAPSE, Linux 6.1+), so each fork copies and each exit frees far fewer page-table entries; small: left in 4 KiB pages",
+        parse: |s| choice(s, &[("huge", ZygotePages::Huge), ("small", ZygotePages::Small)]),
     },
 
     shutdown_grace: Duration = SHUTDOWN_GRACE {

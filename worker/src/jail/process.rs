@@ -8,7 +8,7 @@
 //! from the credentials on its "ready" frame (see `job::channel`).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -37,6 +37,11 @@ impl JobProcess {
     /// The process id in the server's pid namespace.
     pub fn host_pid(&self) -> i32 {
         self.host_pid
+    }
+
+    /// The pidfd, borrowed (`try_clone_to_owned` for one that outlives it).
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
     }
 
     /// The pidfd itself, for reading its fdinfo.

@@ -24,11 +24,35 @@ const RESIDUE: &str = include_str!("../probes/residue.py");
 pub async fn fork_only<K: Kind>(jail: &Jail<K>, checks: &mut Checks) {
     checks.section("fork_only");
     let zygote = jail.zygote_pid().expect("a live zygote");
+    the_zygotes_memory_is_in_huge_pages(zygote, checks);
     the_child_below_the_zygote(jail, zygote, checks).await;
     no_zygote_residue(jail, checks).await;
     a_child_without_its_own_user_namespace_is_refused(checks).await;
     two_children_share_nothing(jail, checks).await;
     one_child_cannot_kill_another(jail, zygote, checks).await;
+}
+
+/// The harness's zygote keeps the default, `ZygotePages::Huge`: its heap is
+/// collapsed into 2 MiB pages before its first fork (and again every 256).
+fn the_zygotes_memory_is_in_huge_pages(zygote: i32, checks: &mut Checks) {
+    if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+        checks.info("this kernel has no transparent huge pages: the zygote keeps 4 KiB pages");
+        return;
+    }
+    let rollup =
+        std::fs::read_to_string(format!("/proc/{zygote}/smaps_rollup")).unwrap_or_default();
+    let huge_kib: u64 = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    checks.check(
+        format!(
+            "the zygote's anonymous memory is in huge pages ({} MiB AnonHugePages)",
+            huge_kib >> 10
+        ),
+        huge_kib >= 2048,
+    );
 }
 
 async fn the_child_below_the_zygote<K: Kind>(jail: &Jail<K>, zygote: i32, checks: &mut Checks) {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use pyexec_worker::testing::Observe;
 use pyexec_worker::{
     ForkSandbox, JobFailure, NoZygoteObserver, NsjailConfig, Sandbox, SetupError, SpawnSandbox,
-    Worker,
+    Worker, ZygotePages,
 };
 
 use crate::common::{self, scaled};
@@ -59,6 +59,7 @@ impl Kind for Fork {
             config,
             common::zygote_recycling(),
             common::zygote_load(),
+            ZygotePages::Huge,
             Arc::new(NoZygoteObserver),
         )
         .await

@@ -25,6 +25,7 @@
 //! which is sized for it.
 
 mod control;
+mod hugepages;
 mod idmap;
 mod protocol;
 mod supervisor;
@@ -50,6 +51,7 @@ use crate::phases::{Phase, PhaseClock, PhaseObserver};
 use crate::sandbox::{Sandbox, SelfCheckReport, Worker};
 use crate::selfcheck;
 use control::{ChildExit, ExitWatch};
+pub use hugepages::ZygotePages;
 use zygote::Zygote;
 
 /// How long a stopped child's exit may take to be reported before its
@@ -144,6 +146,7 @@ struct Inner {
     cgroups: Arc<Cgroups>,
     launcher: Launcher,
     recycling: Recycling,
+    pages: ZygotePages,
     zygote_limits: CgroupLimits,
     observer: Arc<dyn ZygoteObserver>,
     /// The zygote new workers are forked from; `None` while none is live.
@@ -167,6 +170,7 @@ impl ForkSandbox {
         config: NsjailConfig,
         recycling: Recycling,
         load: ZygoteLoad,
+        pages: ZygotePages,
         observer: Arc<dyn ZygoteObserver>,
     ) -> Result<ForkSandbox, SetupError> {
         let cgroups = Cgroups::prepare(&config.cgroup_mount, &config.cgroup_parent)
@@ -191,6 +195,7 @@ impl ForkSandbox {
             cgroups: Arc::new(cgroups),
             launcher,
             recycling,
+            pages,
             zygote_limits,
             observer,
             current: watch::Sender::new(None),

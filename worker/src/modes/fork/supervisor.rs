@@ -29,6 +29,7 @@ impl Inner {
             cgroups: &self.cgroups,
             cgroup_limits: self.zygote_limits.clone(),
             timeout: self.nsjail.config().spawn_timeout,
+            pages: self.pages,
             endings: self.endings.clone(),
         };
         match Zygote::start(generation, from).await {

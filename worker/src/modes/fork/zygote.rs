@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::task::TaskTracker;
 
 use super::control::{control_pair, Control, Forked};
+use super::hugepages::{self, ZygotePages, RECOLLAPSE_EVERY};
 use crate::error::{ForkError, ZygoteError, ZygoteNotReady};
 use crate::jail::cgroup::{CgroupLimits, Cgroups, CpuPriority, JobCgroup};
 use crate::jail::launcher::Launcher;
@@ -36,6 +37,7 @@ pub struct Zygote {
     process: Option<JobProcess>,
     jail: Option<Jail>,
     cgroup: Option<JobCgroup>,
+    pages: ZygotePages,
     /// Where this zygote's end runs, so that closing the sandbox can wait for it.
     endings: TaskTracker,
 }
@@ -47,6 +49,7 @@ pub struct ZygoteStart<'a> {
     pub cgroups: &'a Arc<Cgroups>,
     pub cgroup_limits: CgroupLimits,
     pub timeout: Duration,
+    pub pages: ZygotePages,
     pub endings: TaskTracker,
 }
 
@@ -95,6 +98,7 @@ impl Zygote {
             process: None,
             jail: Some(jail),
             cgroup: Some(cgroup),
+            pages: from.pages,
             endings: from.endings,
         };
         let hello = tokio::time::timeout(from.timeout, zygote.wait_ready()).await;
@@ -105,6 +109,10 @@ impl Zygote {
             Err(_) => return Err(zygote.failure(ZygoteNotReady::Timeout(from.timeout)).await),
         };
         zygote.process = Some(JobProcess::open(host_pid).map_err(ZygoteError::Hold)?);
+        // Before the first fork: every child then starts from huge pages.
+        if let Some(collapsing) = zygote.collapse_pages() {
+            let _ = collapsing.await;
+        }
         // The zygote's cgroup keeps the warm-up's low CPU weight for good:
         // forks and the children's sealing (charged here until each child
         // moves into its own cgroup) yield to jobs that are running. When
@@ -200,8 +208,47 @@ impl Zygote {
     ///
     /// Cancel safety: safe to drop.
     pub async fn fork(&self, id: u64, ends: JobEnds) -> Result<Forked, ForkError> {
-        self.forks.fetch_add(1, Ordering::Relaxed);
+        let forks = self.forks.fetch_add(1, Ordering::Relaxed) + 1;
+        if forks % RECOLLAPSE_EVERY == 0 {
+            // In the background: the fork waits only while the kernel holds
+            // the zygote's memory map for a range it copies (~ms).
+            drop(self.collapse_pages());
+        }
         self.control.fork(id, ends).await
+    }
+
+    /// Collapses the zygote's anonymous memory into huge pages on a
+    /// blocking thread (see `hugepages`); `None` when this zygote keeps
+    /// small pages or is not ready. Never fails the zygote: a kernel that
+    /// can't is logged and only slower.
+    fn collapse_pages(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let process = self
+            .process
+            .as_ref()
+            .filter(|_| self.pages == ZygotePages::Huge)?;
+        let host_pid = process.host_pid();
+        // A pidfd of its own: the zygote may end, and its pidfd be closed
+        // and the number reused, while the collapse runs.
+        let pidfd = process.pidfd().try_clone_to_owned().ok()?;
+        let generation = self.generation;
+        Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match hugepages::collapse(host_pid, &pidfd) {
+                Ok(done) => tracing::debug!(
+                    zygote = generation,
+                    ranges = done.ranges,
+                    mib = done.bytes >> 20,
+                    refused = done.refused,
+                    ms = started.elapsed().as_secs_f64() * 1e3,
+                    "zygote memory collapsed into huge pages"
+                ),
+                Err(e) => tracing::debug!(
+                    zygote = generation,
+                    error = %e,
+                    "zygote memory left in small pages: the kernel refused MADV_COLLAPSE"
+                ),
+            }
+        }))
     }
 }
 
