@@ -134,15 +134,14 @@ mod tests {
 
     #[test]
     fn a_process_that_is_gone_is_an_error() {
-        let child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id() as i32;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        assert!(fd >= 0, "pidfd_open: {}", io::Error::last_os_error());
-        // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
-        let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        let mut child = child;
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let process = crate::jail::process::JobProcess::open(child.id() as i32).unwrap();
+        let pidfd = process.pidfd().try_clone_to_owned().unwrap();
+        child.kill().unwrap();
         child.wait().unwrap();
-        assert!(collapse(pid, &pidfd).is_err());
+        assert!(collapse(process.host_pid(), &pidfd).is_err());
     }
 }
